@@ -1,0 +1,12 @@
+"""The JSON API under `/api`, all of it behind the bearer token."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from app.api import companies
+from app.auth import require_api_token
+
+api = Blueprint("api", __name__, url_prefix="/api")
+api.before_request(require_api_token)
+api.register_blueprint(companies.bp)

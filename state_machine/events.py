@@ -1,0 +1,251 @@
+"""Codat webhook events as small immutable values.
+
+`parse_codat_event` turns the JSON body Codat sends (see `webhooks` in Codat's
+OpenAPI document: `CompanyWebhook`, `ConnectionWebhook`,
+`ReadCompletedWebhook`) into a `CodatEvent`. Field names are Codat's, looked up
+in the spec, never guessed. Event types we do not act on parse too (with
+`handled=False`) so that they can be recorded and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+COMPANY_EVENTS = frozenset({"company.created", "company.deleted"})
+CONNECTION_EVENTS = frozenset(
+    {
+        "connection.created",
+        "connection.connected",
+        "connection.failed",
+        "connection.disconnected",
+        "connection.reconnected",
+        "connection.deleted",
+    }
+)
+READ_EVENTS = frozenset({"read.completed", "read.completed.initial"})
+HANDLED_EVENT_TYPES = COMPANY_EVENTS | CONNECTION_EVENTS | READ_EVENTS
+
+# Codat's `dataConnectionStatus` enum.
+CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
+
+
+class InvalidEvent(ValueError):
+    """The body is not a Codat event we can apply; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataConnectionError:
+    """One entry of Codat's `dataConnectionErrors`."""
+
+    status_code: str | None
+    status_text: str | None
+    error_message: str | None
+    errored_on: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSnapshot:
+    """What a connection event says about one connection (Codat's `Connection`)."""
+
+    id: str
+    status: str | None
+    source_type: str | None = None
+    platform_key: str | None = None  # Codat's `integrationKey`
+    platform_name: str | None = None
+    integration_id: str | None = None
+    source_id: str | None = None
+    link_url: str | None = None
+    created: str | None = None
+    errors: tuple[DataConnectionError, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CodatEvent:
+    """One Codat event, reduced to the facts the state machine needs.
+
+    `generated_at` is a canonical UTC timestamp string (fixed width, so string
+    order is time order). `synthetic` marks events we made ourselves (API calls,
+    reconciliation) rather than received from Codat.
+    """
+
+    id: str
+    type: str
+    generated_at: str
+    company_id: str | None
+    company_name: str | None = None
+    company_description: str | None = None
+    connection: ConnectionSnapshot | None = None
+    read_connection_ids: tuple[str, ...] = ()
+    synthetic: bool = False
+    source: str = field(default="webhook", compare=False)
+
+    @property
+    def handled(self) -> bool:
+        return self.type in HANDLED_EVENT_TYPES
+
+
+def canonical_timestamp(value: Any) -> str:
+    """ISO 8601 text (Codat's `DateTime`, any of its documented forms) to
+    `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. Unqualified times are taken as UTC."""
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent("generatedDate must be an ISO 8601 date-time string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InvalidEvent(f"generatedDate is not an ISO 8601 date-time: {value[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _text(mapping: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = mapping.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{where}.{key} must be a string")
+    return value
+
+
+def _required_text(mapping: Mapping[str, Any], key: str, where: str) -> str:
+    value = _text(mapping, key, where)
+    if not value:
+        raise InvalidEvent(f"{where}.{key} is required")
+    return value
+
+
+def _object(mapping: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = mapping.get(key)
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(f"{where}.{key} must be an object")
+    return value
+
+
+def _errors(connection: Mapping[str, Any]) -> tuple[DataConnectionError, ...]:
+    raw = connection.get("dataConnectionErrors")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidEvent("payload.connection.dataConnectionErrors must be an array")
+    errors = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            raise InvalidEvent("payload.connection.dataConnectionErrors items must be objects")
+        where = "payload.connection.dataConnectionErrors[]"
+        errors.append(
+            DataConnectionError(
+                status_code=_scalar_text(item.get("statusCode"), f"{where}.statusCode"),
+                status_text=_text(item, "statusText", where),
+                error_message=_text(item, "errorMessage", where),
+                errored_on=_text(item, "erroredOnUtc", where),
+            )
+        )
+    return tuple(errors)
+
+
+def _scalar_text(value: Any, where: str) -> str | None:
+    """Codat types `statusCode` as a string; tolerate a bare number too."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InvalidEvent(f"{where} must be a string")
+
+
+def _connection(payload: Mapping[str, Any]) -> ConnectionSnapshot:
+    connection = _object(payload, "connection", "payload")
+    where = "payload.connection"
+    status = _text(connection, "status", where)
+    if status is not None and status not in CONNECTION_STATUSES:
+        raise InvalidEvent(f"{where}.status must be one of {', '.join(CONNECTION_STATUSES)}")
+    return ConnectionSnapshot(
+        id=_required_text(connection, "id", where),
+        status=status,
+        source_type=_text(connection, "sourceType", where),
+        platform_key=_text(connection, "integrationKey", where),
+        platform_name=_text(connection, "platformName", where),
+        integration_id=_text(connection, "integrationId", where),
+        source_id=_text(connection, "sourceId", where),
+        link_url=_text(connection, "linkUrl", where),
+        created=_text(connection, "created", where),
+        errors=_errors(connection),
+    )
+
+
+def _read_connection_ids(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    data_types = payload.get("dataTypes")
+    if data_types is None:
+        return ()
+    if not isinstance(data_types, list):
+        raise InvalidEvent("payload.dataTypes must be an array")
+    ids = set()
+    for item in data_types:
+        if not isinstance(item, Mapping):
+            raise InvalidEvent("payload.dataTypes items must be objects")
+        connection_id = _text(item, "connectionId", "payload.dataTypes[]")
+        if connection_id:
+            ids.add(connection_id)
+    return tuple(sorted(ids))
+
+
+def _company_reference(payload: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    reference = _object(payload, "referenceCompany", "payload")
+    where = "payload.referenceCompany"
+    return (
+        _required_text(reference, "id", where),
+        _text(reference, "name", where),
+        _text(reference, "description", where),
+    )
+
+
+def parse_codat_event(body: Mapping[str, Any], *, synthetic: bool = False) -> CodatEvent:
+    """Build a `CodatEvent` from a Codat webhook body, or raise `InvalidEvent`."""
+    if not isinstance(body, Mapping):
+        raise InvalidEvent("body must be a JSON object")
+    event_id = _required_text(body, "id", "body")
+    event_type = _required_text(body, "eventType", "body")
+    generated_at = canonical_timestamp(body.get("generatedDate"))
+    payload = body.get("payload")
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent("body.payload must be an object")
+
+    common = {"id": event_id, "type": event_type, "generated_at": generated_at}
+    common["synthetic"] = synthetic
+    if event_type in COMPANY_EVENTS:
+        return CodatEvent(
+            **common,
+            company_id=_required_text(payload, "id", "payload"),
+            company_name=_text(payload, "name", "payload"),
+            company_description=_text(payload, "description", "payload"),
+        )
+    if event_type in CONNECTION_EVENTS:
+        company_id, name, description = _company_reference(payload)
+        return CodatEvent(
+            **common,
+            company_id=company_id,
+            company_name=name,
+            company_description=description,
+            connection=_connection(payload),
+        )
+    if event_type in READ_EVENTS:
+        company_id, name, description = _company_reference(payload)
+        return CodatEvent(
+            **common,
+            company_id=company_id,
+            company_name=name,
+            company_description=description,
+            read_connection_ids=_read_connection_ids(payload),
+        )
+    return CodatEvent(**common, company_id=_unhandled_company_id(payload))
+
+
+def _unhandled_company_id(payload: Mapping[str, Any]) -> str | None:
+    """Best effort, for logs only: events we ignore may still name a company."""
+    reference = payload.get("referenceCompany")
+    if isinstance(reference, Mapping) and isinstance(reference.get("id"), str):
+        return reference["id"]
+    company_id = payload.get("companyId")
+    return company_id if isinstance(company_id, str) else None

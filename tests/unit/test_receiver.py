@@ -1,0 +1,309 @@
+"""The receiver's contract: every answer, and nothing stored unless verified."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app import create_app
+from devtools.lifecycles import Lifecycle, new_connection, spec_example
+from devtools.signing import encode_body, signed_headers
+
+SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXVuaXQtdGVzdHMtMDAwMDAw"
+OLD_SECRET = "whsec_" + "b2xkLXNlY3JldC1zdGlsbC1hY2NlcHRlZC0xMjM0NTY3"
+ENV = {
+    "REDIS_URL": "redis://unused",
+    "API_TOKEN": "api-token",
+    "CODAT_WEBHOOK_SECRETS": f"{SECRET},{OLD_SECRET}",
+}
+
+
+@pytest.fixture
+def redis():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def client(redis):
+    return create_app(ENV, redis=redis).test_client()
+
+
+def body_of(event_type="connection.connected"):
+    life = Lifecycle()
+    if event_type.startswith("connection."):
+        return encode_body(life.connection(event_type, new_connection()))
+    if event_type.startswith("company."):
+        return encode_body(life.company(event_type))
+    return encode_body(life.read(event_type, new_connection()))
+
+
+def post(client, body: bytes, headers: dict[str, str]):
+    return client.post("/webhooks/codat", data=body, headers=headers)
+
+
+def stored_keys(redis) -> list[bytes]:
+    return sorted(redis.keys("authflow:*"))
+
+
+def test_a_verified_webhook_is_queued_and_stored(client, redis):
+    body = body_of()
+    response = post(client, body, signed_headers(SECRET, body, webhook_id="msg_1"))
+    assert response.status_code == 202
+    assert response.json == {"status": "queued", "webhookId": "msg_1"}
+    [(_, fields)] = redis.xrange("authflow:inbox")
+    assert fields[b"body"] == body and fields[b"webhook_id"] == b"msg_1"
+    assert redis.exists("authflow:seen:msg_1")
+    assert redis.ttl("authflow:seen:msg_1") >= 72 * 3600 - 5
+    assert len(redis.lrange("rq:queue:authflow", 0, -1)) == 1  # a drain job
+
+
+def test_the_same_webhook_id_again_is_a_duplicate_and_stored_once(client, redis):
+    body = body_of()
+    headers = signed_headers(SECRET, body, webhook_id="msg_dup")
+    assert post(client, body, headers).status_code == 202
+    response = post(client, body, headers)
+    assert response.status_code == 200
+    assert response.json["status"] == "duplicate"
+    assert redis.xlen("authflow:inbox") == 1
+
+
+def test_only_one_drain_job_is_queued_while_one_waits(client, redis):
+    for _ in range(5):
+        body = body_of()
+        assert post(client, body, signed_headers(SECRET, body)).status_code == 202
+    assert redis.xlen("authflow:inbox") == 5
+    assert len(redis.lrange("rq:queue:authflow", 0, -1)) == 1
+
+
+def test_svix_prefixed_headers_are_accepted(client):
+    body = body_of()
+    assert post(client, body, signed_headers(SECRET, body, prefix="svix")).status_code == 202
+
+
+def test_a_previous_secret_still_verifies_during_rotation(client):
+    body = body_of()
+    assert post(client, body, signed_headers(OLD_SECRET, body)).status_code == 202
+
+
+def test_one_good_signature_among_several_is_enough(client):
+    body = body_of()
+    headers = signed_headers(SECRET, body)
+    other = signed_headers(
+        "whsec_" + "c29tZW9uZS1lbHNlcy1zZWNyZXQtMDAwMDAwMDAwMDAw",
+        body,
+        webhook_id=headers["webhook-id"],
+    )
+    headers["webhook-signature"] = f"{other['webhook-signature']} {headers['webhook-signature']}"
+    assert post(client, body, headers).status_code == 202
+
+
+def test_unhandled_event_types_are_accepted(client, redis):
+    body = encode_body(spec_example("client.rateLimit.reached"))
+    assert post(client, body, signed_headers(SECRET, body)).status_code == 202
+    assert redis.xlen("authflow:inbox") == 1
+
+
+def _tampered_body(body, headers):
+    return body.replace(b"Linked", b"Unlinked"), headers
+
+
+def _wrong_secret(body, headers):
+    forged = signed_headers(
+        "whsec_" + "YXR0YWNrZXItc2VjcmV0LTAwMDAwMDAwMDAwMDAwMDAw",
+        body,
+        webhook_id=headers["webhook-id"],
+    )
+    return body, forged
+
+
+def _missing(name):
+    def mutate(body, headers):
+        headers.pop(name)
+        return body, headers
+
+    return mutate
+
+
+def _set(name, value):
+    def mutate(body, headers):
+        headers[name] = value
+        return body, headers
+
+    return mutate
+
+
+def _stale(minutes):
+    def mutate(body, headers):
+        moment = datetime.now(UTC) + timedelta(minutes=minutes)
+        return body, signed_headers(SECRET, body, timestamp=moment)
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code"),
+    [
+        (_tampered_body, "bad_signature"),
+        (_wrong_secret, "bad_signature"),
+        (_missing("webhook-signature"), "missing_headers"),
+        (_missing("webhook-id"), "missing_headers"),
+        (_missing("webhook-timestamp"), "missing_headers"),
+        (_set("webhook-signature", "v1,not-base64!!"), "bad_signature"),
+        (_set("webhook-signature", "garbage"), "bad_signature"),
+        (_set("webhook-signature", "v2,abc"), "bad_signature"),
+        (_set("webhook-timestamp", "yesterday"), "bad_signature"),
+        (_stale(-6), "stale"),
+        (_stale(+6), "stale"),
+    ],
+)
+def test_unverifiable_webhooks_get_401_and_leave_nothing(client, redis, mutate, code):
+    body = body_of()
+    body, headers = mutate(body, signed_headers(SECRET, body))
+    response = post(client, body, headers)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == code
+    assert stored_keys(redis) == []
+    assert redis.keys("rq:*") == []
+
+
+def test_a_body_that_is_not_utf8_is_a_bad_signature_not_a_crash(client, redis):
+    body = b'{"id": "\xff\xfe"}'
+    headers = signed_headers(SECRET, b"{}")
+    assert post(client, body, headers).status_code == 401
+    assert stored_keys(redis) == []
+
+
+def test_signature_within_the_5_minute_window_is_accepted(client):
+    body = body_of()
+    moment = datetime.now(UTC) - timedelta(minutes=4)
+    assert post(client, body, signed_headers(SECRET, body, timestamp=moment)).status_code == 202
+
+
+def test_configured_authorization_header_is_required_too(redis):
+    client = create_app(
+        {**ENV, "CODAT_WEBHOOK_AUTHORIZATION": "Basic Y29kYXQ6c2VjcmV0"}, redis=redis
+    ).test_client()
+    body = body_of()
+    headers = signed_headers(SECRET, body)
+    assert post(client, body, headers).status_code == 401
+    assert post(client, body, {**headers, "Authorization": "Basic wrong"}).status_code == 401
+    assert stored_keys(redis) == []
+    ok = {**headers, "Authorization": "Basic Y29kYXQ6c2VjcmV0"}
+    assert post(client, body, ok).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "not a Codat webhook"),
+        (
+            json.dumps({"eventType": "x", "generatedDate": "2024-01-01", "payload": {}}).encode(),
+            "not a Codat webhook",
+        ),
+        (
+            json.dumps({"id": "1", "generatedDate": "2024-01-01", "payload": {}}).encode(),
+            "not a Codat webhook",
+        ),
+        (
+            json.dumps({"id": "1", "eventType": "company.created", "payload": {}}).encode(),
+            "not a Codat webhook",
+        ),
+        (
+            json.dumps({"id": "1", "eventType": "x", "generatedDate": "2024-01-01"}).encode(),
+            "not a Codat webhook",
+        ),
+        (
+            json.dumps(
+                {"id": "1", "eventType": "x", "generatedDate": "soon", "payload": {}}
+            ).encode(),
+            "ISO 8601",
+        ),
+        (
+            json.dumps(
+                {
+                    "id": "1",
+                    "eventType": "connection.created",
+                    "generatedDate": "2024-01-01",
+                    "payload": {},
+                }
+            ).encode(),
+            "referenceCompany",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, ""),
+    ],
+)
+def test_signed_but_malformed_bodies_get_400_and_leave_nothing(client, redis, body, fragment):
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert error["code"] == "invalid_body"
+    assert fragment in error["message"]
+    assert stored_keys(redis) == []
+
+
+def test_missing_fields_are_named(client):
+    body = json.dumps({"id": "1", "payload": {}}).encode()
+    details = post(client, body, signed_headers(SECRET, body)).json["error"]["details"]
+    assert set(details) == {"eventType", "generatedDate"}
+
+
+def test_bodies_over_1_mib_get_413_and_leave_nothing(client, redis):
+    body = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 413
+    assert response.json["error"]["status"] == 413
+    assert stored_keys(redis) == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_non_json_content_gets_415_and_leaves_nothing(client, redis, content_type):
+    body = body_of()
+    headers = signed_headers(SECRET, body)
+    if content_type is None:
+        headers.pop("Content-Type")
+    else:
+        headers["Content-Type"] = content_type
+    response = post(client, body, headers)
+    assert response.status_code == 415
+    assert stored_keys(redis) == []
+
+
+def test_json_with_charset_is_fine(client):
+    body = body_of()
+    headers = {**signed_headers(SECRET, body), "Content-Type": "application/json; charset=utf-8"}
+    assert post(client, body, headers).status_code == 202
+
+
+class _DownRedis(fakeredis.FakeRedis):
+    def execute_command(self, *args, **kwargs):
+        raise RedisConnectionError("Connection refused")
+
+    def evalsha(self, *args, **kwargs):
+        raise RedisConnectionError("Connection refused")
+
+
+def test_unreachable_redis_is_a_503_so_codat_retries():
+    client = create_app(ENV, redis=_DownRedis()).test_client()
+    body = body_of()
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "storage_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/healthz").status_code == 200
+
+
+def test_secrets_and_signatures_never_reach_the_logs(client, caplog):
+    body = body_of()
+    headers = signed_headers(SECRET, body)
+    post(client, body, headers)
+    tampered = body.replace(b"Linked", b"Unlinked")
+    post(client, tampered, headers)
+    logged = caplog.text
+    assert "webhook.queued" in logged and "webhook.rejected" in logged
+    assert SECRET[6:] not in logged
+    assert headers["webhook-signature"].split(",")[1] not in logged

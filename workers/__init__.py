@@ -1,0 +1,1 @@
+"""RQ side: the jobs that drain the webhook inbox into company state."""

@@ -1,0 +1,38 @@
+"""Per-process wiring for jobs: settings, Redis, inbox and store, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from redis import Redis
+
+from runtime.redis_client import connect
+from runtime.settings import Settings
+from storage.companies import CompanyStore
+from storage.inbox import Inbox
+from storage.keys import Keys
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    redis: Redis
+    inbox: Inbox
+    store: CompanyStore
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis | None = None) -> WorkerContext:
+        redis = redis if redis is not None else connect(settings.redis_url)
+        keys = Keys(settings.key_prefix)
+        return cls(
+            settings=settings,
+            redis=redis,
+            inbox=Inbox(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds),
+            store=CompanyStore(redis, keys, history_limit=settings.history_limit),
+        )
+
+
+@cache
+def current() -> WorkerContext:
+    return WorkerContext.build(Settings.from_env())

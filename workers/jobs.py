@@ -1,0 +1,157 @@
+"""The drain job: apply verified webhooks from the inbox to company state.
+
+At-least-once, exactly-once in effect: an inbox entry is acknowledged in the
+same Redis transaction that commits the state it produced. A worker killed at
+any point leaves its entries pending; the next drain claims them after the
+visibility timeout and applies them again, which the idempotent state machine
+turns into no change if the first attempt had in fact committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import structlog
+
+from state_machine import CodatEvent, InvalidEvent, parse_codat_event
+from storage.inbox import InboxEntry, consumer_name
+from workers.context import WorkerContext, current
+from workers.scheduling import enqueue_drain
+
+log = structlog.get_logger(__name__)
+
+IGNORED_EVENTS_MAXLEN = 10_000
+
+
+def drain_inbox() -> dict[str, int]:
+    """RQ job: read and apply inbox entries until none are left (or the time
+    budget is spent, in which case another drain job is queued)."""
+    return drain(current())
+
+
+def drain(ctx: WorkerContext) -> dict[str, int]:
+    settings = ctx.settings
+    ctx.inbox.forget_drain_request()
+    consumer = consumer_name()
+    deadline = time.monotonic() + settings.drain_max_seconds
+    totals = {"applied": 0, "ignored": 0, "rejected": 0, "failed": 0}
+
+    entries = ctx.inbox.reclaim_abandoned(
+        consumer,
+        min_idle_ms=settings.inbox_visibility_timeout_seconds * 1000,
+        max_deliveries=settings.inbox_max_deliveries,
+        count=settings.inbox_batch_size,
+    )
+    if entries:
+        log.warning("inbox.reclaimed", count=len(entries))
+    while True:
+        if not entries:
+            entries = ctx.inbox.read_new(consumer, settings.inbox_batch_size)
+        if not entries:
+            break
+        for name, value in process_entries(ctx, entries).items():
+            totals[name] += value
+        entries = []
+        if time.monotonic() > deadline:
+            enqueue_drain(ctx.redis, settings.queue_name)
+            break
+    return totals
+
+
+def _decode(entry: InboxEntry) -> CodatEvent:
+    try:
+        body = json.loads(entry.body)
+    except ValueError as exc:
+        raise InvalidEvent(f"body is not JSON: {exc}") from exc
+    return parse_codat_event(body)
+
+
+def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[str, int]:
+    """Apply one batch. Returns counts by outcome."""
+    events_by_company: dict[str, list[CodatEvent]] = defaultdict(list)
+    entry_ids_by_company: dict[str, list[bytes]] = defaultdict(list)
+    ignored: list[tuple[InboxEntry, CodatEvent]] = []
+    rejected: list[tuple[InboxEntry, str]] = []
+
+    for entry in entries:
+        try:
+            event = _decode(entry)
+        except InvalidEvent as exc:
+            rejected.append((entry, str(exc)))
+            continue
+        if not event.handled:
+            ignored.append((entry, event))
+            continue
+        assert event.company_id is not None  # parse_codat_event guarantees it
+        events_by_company[event.company_id].append(event)
+        entry_ids_by_company[event.company_id].append(entry.entry_id)
+
+    for entry, reason in rejected:
+        log.error("inbox.rejected", webhook_id=entry.webhook_id, reason=reason)
+    ctx.inbox.dead_letter(rejected)
+
+    def acknowledge_with_state(pipe, committed: set[str]) -> None:
+        ids = [i for cid in committed for i in entry_ids_by_company[cid]]
+        for entry, event in ignored:
+            pipe.xadd(
+                ctx.inbox.keys.ignored_events,
+                {
+                    "webhook_id": entry.webhook_id,
+                    "event_type": event.type,
+                    "company_id": event.company_id or "",
+                    "event_id": event.id,
+                },
+                maxlen=IGNORED_EVENTS_MAXLEN,
+                approximate=True,
+            )
+            pipe.hincrby(ctx.inbox.keys.ignored_counts, event.type, 1)
+            ids.append(entry.entry_id)
+        ctx.inbox.acknowledge(pipe, ids)
+
+    applied = ctx.store.apply(events_by_company, also=acknowledge_with_state)
+
+    webhook_ids = {e.entry_id: e.webhook_id for e in entries}
+    for company_id, outcome in applied.outcomes.items():
+        for event, entry_id in zip(
+            events_by_company[company_id], entry_ids_by_company[company_id], strict=True
+        ):
+            log.info(
+                "event.applied",
+                webhook_id=webhook_ids[entry_id],
+                event_id=event.id,
+                event_type=event.type,
+                company_id=company_id,
+                state=outcome.state.value,
+            )
+        for transition in outcome.transitions:
+            log.info(
+                "company.transition",
+                company_id=company_id,
+                from_state=transition.from_state.value,
+                to_state=transition.to_state.value,
+                event_id=transition.cause_event_id,
+                event_type=transition.cause_event_type,
+            )
+    for entry, event in ignored:
+        log.info(
+            "event.ignored",
+            webhook_id=entry.webhook_id,
+            event_type=event.type,
+            company_id=event.company_id,
+        )
+    for company_id, exc in applied.failed.items():
+        log.error(
+            "event.apply_failed",
+            company_id=company_id,
+            webhook_ids=[webhook_ids[i] for i in entry_ids_by_company[company_id]],
+            error=repr(exc),
+        )
+    return {
+        "applied": sum(len(events_by_company[c]) for c in applied.outcomes),
+        "ignored": len(ignored),
+        "rejected": len(rejected),
+        "failed": sum(len(events_by_company[c]) for c in applied.failed),
+    }
