@@ -116,6 +116,7 @@ class CompanyStore:
                     pipe.execute()
                     return Applied(outcomes=outcomes, records=records, failed=failed)
                 except WatchError:
+                    log.info("company.write_conflict", attempt=_attempt + 1, companies=len(keys))
                     continue
         raise ConcurrencyConflict(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 

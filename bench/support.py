@@ -1,0 +1,73 @@
+"""Helpers shared by the benchmarks: process CPU time, app environment, formatting."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from devtools.stack import CONFIG_VARIABLES
+from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def app_env(redis_url: str, log_level: str) -> dict[str, str]:
+    """The environment tests/conftest.py's ``stack_env`` gives the app's processes:
+    os.environ without any app configuration from the shell, plus a fixed
+    production-like configuration."""
+    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
+    env.update(
+        REDIS_URL=redis_url,
+        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
+        API_TOKEN=TEST_API_TOKEN,
+        APP_ENV="production",
+        LOG_LEVEL=log_level,
+        KEY_PREFIX="authflow",
+    )
+    return env
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # fields from "state" on; comm may hold spaces
+
+
+def _descendants(roots: Iterable[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat_fields(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), list(roots)
+    while todo:  # bounded: every pid is visited once
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_seconds(roots: Iterable[int]) -> float:
+    """User+system CPU seconds used so far by ``roots`` and all their live
+    descendants (Linux /proc; 0.0 elsewhere). Take a difference around a run."""
+    if not os.path.isdir("/proc"):
+        return 0.0
+    total = 0
+    for pid in _descendants(roots):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _CLOCK_TICKS
+
+
+def median(values: Iterable[float]) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
+
+
+def format_counts(counts: Mapping) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in sorted(counts.items(), key=str)) or "-"
