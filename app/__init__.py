@@ -6,50 +6,43 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from flask import Flask
 from redis import Redis
 
+from app.commands import register_commands
 from app.errors import register_error_handlers
 from app.signature import SignatureVerifier
 from runtime.logs import configure_logging
-from runtime.redis_client import connect
 from runtime.settings import Settings
-from storage.companies import CompanyStore
-from storage.inbox import Inbox
-from storage.keys import Keys
+from workers.context import WorkerContext
 
 
 @dataclass(frozen=True)
-class Services:
-    """What request handlers need, built once per process."""
+class Services(WorkerContext):
+    """What request handlers need, built once per process: everything a
+    worker job has (so the API and CLI call the same functions), plus the
+    webhook signature verifier."""
 
-    settings: Settings
-    redis: Redis
-    verifier: SignatureVerifier
-    inbox: Inbox
-    store: CompanyStore
+    verifier: SignatureVerifier | None = None
 
 
 def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = None) -> Flask:
     """Build the app from the environment (or `env`). Tests may pass `redis`."""
     settings = Settings.from_env(env)
     configure_logging(settings.log_level, development=settings.development)
-    redis = redis if redis is not None else connect(settings.redis_url)
-    keys = Keys(settings.key_prefix)
 
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json.sort_keys = False
+    context = WorkerContext.build(settings, redis)
     app.extensions["authflow"] = Services(
-        settings=settings,
-        redis=redis,
+        **{f.name: getattr(context, f.name) for f in fields(WorkerContext)},
         verifier=SignatureVerifier(settings.webhook_secrets),
-        inbox=Inbox(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds),
-        store=CompanyStore(redis, keys, history_limit=settings.history_limit),
     )
     register_error_handlers(app)
+    register_commands(app)
 
     from app import health, receiver
     from app.api import api

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 class ConfigError(RuntimeError):
@@ -28,12 +29,41 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+    return raw in ("1", "true", "yes")
+
+
+def _schedule(raw: str | None) -> tuple[int, ...]:
+    if not raw:
+        return Settings.delivery_schedule
+    try:
+        delays = tuple(int(part) for part in raw.split(","))
+    except ValueError as exc:
+        raise ConfigError("DELIVERY_RETRY_SCHEDULE must be comma-separated seconds") from exc
+    if not delays or any(d < 0 for d in delays) or delays[0] != 0:
+        raise ConfigError("DELIVERY_RETRY_SCHEDULE must start with 0 and hold no negative delay")
+    return delays
+
+
 def _secrets(raw: str) -> tuple[str, ...]:
     secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
     for secret in secrets:
         if not secret.startswith("whsec_"):
             raise ConfigError("CODAT_WEBHOOK_SECRETS entries must look like whsec_<base64>")
     return secrets
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -53,6 +83,28 @@ class Settings:
     inbox_visibility_timeout_seconds: int = 30
     inbox_max_deliveries: int = 5
     drain_max_seconds: int = 20
+    delivery_queue_name: str = "authflow-deliveries"
+    allow_private_subscriber_urls: bool = False
+    # Seconds before each delivery attempt: Codat's own schedule, about 28 h in all.
+    delivery_schedule: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    rq_maintenance_interval_seconds: int = 15
+    sweep_interval_seconds: int = 10
+    # Codat's Platform API (the authorization journey) and reconciliation.
+    codat_api_key: str | None = field(default=None, repr=False)
+    codat_base_url: str = "https://api.codat.io"
+    codat_connect_timeout_seconds: int = 3
+    codat_timeout_seconds: int = 10
+    link_success_url: str | None = None
+    link_failure_url: str | None = None
+    api_max_body_bytes: int = 64 * 1024
+    branding_cache_seconds: int = 24 * 3600
+    link_url_lifetime_seconds: int = 24 * 3600
+    reconcile_linking_after_seconds: int = 30 * 60
+    reconcile_linked_after_seconds: int = 15 * 60
+    reconcile_syncing_after_seconds: int = 60 * 60
+    reconcile_interval_seconds: int = 60
+    reconcile_batch_size: int = 50
+    reconcile_max_seconds: int = 60
 
     @property
     def development(self) -> bool:
@@ -91,4 +143,24 @@ class Settings:
             inbox_visibility_timeout_seconds=_int(env, "INBOX_VISIBILITY_TIMEOUT_SECONDS", 30),
             inbox_max_deliveries=_int(env, "INBOX_MAX_DELIVERIES", 5),
             drain_max_seconds=_int(env, "DRAIN_MAX_SECONDS", 20),
+            delivery_queue_name=env.get("RQ_DELIVERY_QUEUE") or "authflow-deliveries",
+            allow_private_subscriber_urls=_flag(env, "ALLOW_PRIVATE_SUBSCRIBER_URLS"),
+            delivery_schedule=_schedule(env.get("DELIVERY_RETRY_SCHEDULE")),
+            rq_maintenance_interval_seconds=_int(env, "RQ_MAINTENANCE_INTERVAL_SECONDS", 15),
+            sweep_interval_seconds=_int(env, "SWEEP_INTERVAL_SECONDS", 10),
+            codat_api_key=(env.get("CODAT_API_KEY") or "").strip() or None,
+            codat_base_url=_url(env, "CODAT_BASE_URL", "https://api.codat.io").rstrip("/"),
+            codat_connect_timeout_seconds=_int(env, "CODAT_CONNECT_TIMEOUT_SECONDS", 3),
+            codat_timeout_seconds=_int(env, "CODAT_TIMEOUT_SECONDS", 10),
+            link_success_url=_url(env, "LINK_SUCCESS_URL"),
+            link_failure_url=_url(env, "LINK_FAILURE_URL"),
+            api_max_body_bytes=_int(env, "API_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            branding_cache_seconds=_int(env, "BRANDING_CACHE_SECONDS", 24 * 3600),
+            link_url_lifetime_seconds=_int(env, "LINK_URL_LIFETIME_SECONDS", 24 * 3600),
+            reconcile_linking_after_seconds=_int(env, "RECONCILE_LINKING_AFTER_SECONDS", 1800),
+            reconcile_linked_after_seconds=_int(env, "RECONCILE_LINKED_AFTER_SECONDS", 900),
+            reconcile_syncing_after_seconds=_int(env, "RECONCILE_SYNCING_AFTER_SECONDS", 3600),
+            reconcile_interval_seconds=_int(env, "RECONCILE_INTERVAL_SECONDS", 60),
+            reconcile_batch_size=_int(env, "RECONCILE_BATCH_SIZE", 50),
+            reconcile_max_seconds=_int(env, "RECONCILE_MAX_SECONDS", 60),
         )

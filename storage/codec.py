@@ -71,6 +71,7 @@ class CompanyRecord:
     history: tuple[HistoryEntry, ...]
     first_seen_at: str
     updated_at: str
+    first_ready_at: str | None = None  # kept apart from history, which is bounded
 
     @classmethod
     def new(cls, company_id: str, now: str) -> CompanyRecord:
@@ -196,6 +197,7 @@ def encode_record(record: CompanyRecord) -> bytes:
             "history": [h.to_json() for h in record.history],
             "firstSeenAt": record.first_seen_at,
             "updatedAt": record.updated_at,
+            **({"firstReadyAt": record.first_ready_at} if record.first_ready_at else {}),
         },
         separators=(",", ":"),
     ).encode()
@@ -209,4 +211,5 @@ def decode_record(raw: bytes) -> CompanyRecord:
         history=tuple(HistoryEntry.from_json(h) for h in data.get("history", ())),
         first_seen_at=data["firstSeenAt"],
         updated_at=data["updatedAt"],
+        first_ready_at=data.get("firstReadyAt"),
     )

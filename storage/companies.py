@@ -26,9 +26,11 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from state_machine import CodatEvent, Outcome, apply_events
+from state_machine import CodatEvent, CompanyState, Outcome, apply_events
+from state_machine.notifications import Notification, notifications_for
 from storage.codec import CompanyRecord, HistoryEntry, decode_record, encode_record
 from storage.keys import Keys
+from storage.outbox import Outbox
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +46,7 @@ class Applied:
     outcomes: dict[str, Outcome]  # companies whose events were applied and committed
     records: dict[str, CompanyRecord]
     failed: dict[str, Exception]  # companies whose events raised; nothing committed for them
+    notifications: dict[str, list[Notification]]  # committed to the outbox with the state
 
 
 def utc_now() -> str:
@@ -55,6 +58,7 @@ class CompanyStore:
         self.redis = redis
         self.keys = keys
         self.history_limit = history_limit
+        self.outbox = Outbox(redis, keys)
 
     def get(self, company_id: str) -> CompanyRecord | None:
         raw = self.redis.get(self.keys.company(company_id))
@@ -75,8 +79,10 @@ class CompanyStore:
 
         `also(pipe, committed_company_ids)` adds commands to the same MULTI
         (the inbox acknowledgement), so they commit with the state or not at
-        all. A company whose events make the state machine raise is left out
-        of the commit and reported in `failed`; the others still commit.
+        all. The notifications the changes cause are appended to the outbox in
+        the same transaction. A company whose events make the state machine
+        raise is left out of the commit and reported in `failed`; the others
+        still commit.
         """
         company_ids = sorted(events_by_company)
         keys = [self.keys.company(cid) for cid in company_ids]
@@ -87,15 +93,22 @@ class CompanyStore:
                         pipe.watch(*keys)
                     raw_records = pipe.mget(keys) if keys else []
                     stamp = now()
-                    outcomes, records, failed, writes = {}, {}, {}, []
+                    outcomes, records, failed, notes, writes = {}, {}, {}, {}, []
                     for company_id, raw in zip(company_ids, raw_records, strict=True):
                         before = (
                             decode_record(raw)
                             if raw is not None
                             else CompanyRecord.new(company_id, stamp)
                         )
+                        events = events_by_company[company_id]
                         try:
-                            outcome = apply_events(before.facts, events_by_company[company_id])
+                            outcome = apply_events(before.facts, events)
+                            notes[company_id] = notifications_for(
+                                before.facts,
+                                outcome,
+                                events,
+                                ready_before=before.first_ready_at is not None,
+                            )
                         except Exception as exc:  # a bug or a poison event; isolate it
                             failed[company_id] = exc
                             continue
@@ -111,10 +124,17 @@ class CompanyStore:
                         elif after.state != before.state:
                             pipe.hincrby(self.keys.state_counts, before.state.value, -1)
                             pipe.hincrby(self.keys.state_counts, after.state.value, 1)
+                        for notification in notes[company_id]:
+                            self.outbox.append(pipe, notification, stamp)
                     if also is not None:
                         also(pipe, set(outcomes))
                     pipe.execute()
-                    return Applied(outcomes=outcomes, records=records, failed=failed)
+                    return Applied(
+                        outcomes=outcomes,
+                        records=records,
+                        failed=failed,
+                        notifications={c: n for c, n in notes.items() if n and c in outcomes},
+                    )
                 except WatchError:
                     log.info("company.write_conflict", attempt=_attempt + 1, companies=len(keys))
                     continue
@@ -124,10 +144,12 @@ class CompanyStore:
         if outcome.facts == before.facts:
             return before
         history = before.history + tuple(HistoryEntry.of(t, stamp) for t in outcome.transitions)
+        reached_ready = any(t.to_state == CompanyState.READY for t in outcome.transitions)
         return replace(
             before,
             facts=outcome.facts,
             state=outcome.state,
             history=history[-self.history_limit :],
             updated_at=stamp,
+            first_ready_at=before.first_ready_at or (stamp if reached_ready else None),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INBOX_GROUP = "workers"
+OUTBOX_GROUP = "relay"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,14 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:inbox:dead"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @property
+    def outbox_dead_letters(self) -> str:
+        return f"{self.prefix}:outbox:dead"
 
     @property
     def ignored_events(self) -> str:

@@ -1,6 +1,6 @@
-"""`python -m workers`: an RQ worker for our queue (the Procfile's `worker:`).
+"""`python -m workers`: an RQ worker for our queues (the Procfile's `worker:`).
 
-A non-forking `SimpleWorker`: the default forking worker pays a fork per job
+A non-forking worker (workers/worker.py): the default forking worker pays a fork per job
 (about 9 trivial jobs/s measured on these 2-core machines, against about 250
 without the fork). Our jobs are short, pure Python and share no mutable state
 between runs, so the isolation a fork buys is not worth that price; a job that
@@ -9,18 +9,33 @@ crashes the process is still handed back through the inbox's pending list.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import structlog
 from rq import Queue
-from rq.worker import SimpleWorker
 
 from runtime.logs import configure_logging
 from runtime.settings import ConfigError, Settings
 from workers.context import current
 from workers.scheduling import enqueue_drain
+from workers.worker import AuthflowWorker
 
 log = structlog.get_logger(__name__)
+
+
+def queue_names(settings: Settings, argv: list[str]) -> list[str]:
+    """Both queues by default, webhooks first. `--queues deliveries` (or
+    `inbox`) runs a pool dedicated to one, so slow subscribers never delay
+    the processing of Codat's webhooks."""
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--queues", default="inbox,deliveries")
+    chosen = parser.parse_args(argv).queues.split(",")
+    by_role = {"inbox": settings.queue_name, "deliveries": settings.delivery_queue_name}
+    unknown = [role for role in chosen if role not in by_role]
+    if unknown:
+        parser.error(f"unknown queue role(s) {unknown}; use inbox and/or deliveries")
+    return [by_role[role] for role in chosen]
 
 
 def main() -> int:
@@ -32,10 +47,17 @@ def main() -> int:
     configure_logging(settings.log_level, development=settings.development)
     ctx = current()
     ctx.inbox.ensure_group()
-    # Whatever a previous run left in the inbox gets drained now.
+    ctx.store.outbox.ensure_group()
+    # Whatever a previous run left in the inbox or outbox gets drained now.
     enqueue_drain(ctx.redis, settings.queue_name)
-    worker = SimpleWorker([Queue(settings.queue_name, connection=ctx.redis)], connection=ctx.redis)
-    log.info("worker.starting", queue=settings.queue_name, name=worker.name)
+    names = queue_names(settings, sys.argv[1:])
+    queues = [Queue(name, connection=ctx.redis) for name in names]
+    worker = AuthflowWorker(
+        queues,
+        connection=ctx.redis,
+        maintenance_interval=settings.rq_maintenance_interval_seconds,
+    )
+    log.info("worker.starting", queues=names, name=worker.name)
     worker.work(logging_level=settings.log_level, with_scheduler=True)
     return 0
 

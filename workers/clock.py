@@ -1,9 +1,11 @@
 """`python -m workers.clock`: RQ's cron scheduler (the Procfile's `clock:`).
 
-Every `SWEEP_INTERVAL_SECONDS` it queues a drain job. Receivers already queue
-one whenever webhooks arrive; the sweep is what guarantees progress when they
-stop arriving: entries a killed worker left pending, or a webhook stored just
-before its receiver died without queueing a drain.
+Every SWEEP_INTERVAL_SECONDS (10 by default) it runs `sweep`, which queues a
+drain job. Receivers already queue one whenever webhooks arrive; the sweep is
+what guarantees progress when they stop arriving: entries a killed worker
+left pending, a webhook stored just before its receiver died without queueing
+a drain, notifications committed by the API. (The cron job only enqueues, in
+a millisecond, so that the drain itself gets the `Retry` a cron job lacks.)
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from rq.cron import CronScheduler
 
 from runtime.logs import configure_logging
 from runtime.settings import ConfigError, Settings
+from workers import reconcile
 from workers.context import current
-from workers.jobs import drain_inbox
-from workers.scheduling import DRAIN_JOB_TIMEOUT_SECONDS
-
-SWEEP_INTERVAL_SECONDS = 10
+from workers.scheduling import sweep
 
 
 def main() -> int:
@@ -30,13 +30,14 @@ def main() -> int:
     configure_logging(settings.log_level, development=settings.development)
     scheduler = CronScheduler(connection=current().redis, logging_level=settings.log_level)
     scheduler.register(
-        drain_inbox,
+        sweep,
         settings.queue_name,
-        interval=SWEEP_INTERVAL_SECONDS,
-        job_timeout=DRAIN_JOB_TIMEOUT_SECONDS,
+        interval=settings.sweep_interval_seconds,
+        job_timeout=10,
         result_ttl=60,
-        name="sweep-inbox",
+        name="sweep",
     )
+    reconcile.register(scheduler, settings)  # RECONCILE_INTERVAL_SECONDS; journey/reconcile.py
     scheduler.start()
     return 0
 

@@ -10,8 +10,10 @@ from redis import Redis
 from runtime.redis_client import connect
 from runtime.settings import Settings
 from storage.companies import CompanyStore
+from storage.deliveries import DeliveryStore
 from storage.inbox import Inbox
 from storage.keys import Keys
+from storage.subscriptions import SubscriptionStore
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class WorkerContext:
     redis: Redis
     inbox: Inbox
     store: CompanyStore
+    subscriptions: SubscriptionStore
+    deliveries: DeliveryStore
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None) -> WorkerContext:
@@ -30,6 +34,8 @@ class WorkerContext:
             redis=redis,
             inbox=Inbox(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds),
             store=CompanyStore(redis, keys, history_limit=settings.history_limit),
+            subscriptions=SubscriptionStore(redis, keys),
+            deliveries=DeliveryStore(redis, keys),
         )
 
 

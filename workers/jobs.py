@@ -1,4 +1,5 @@
-"""The drain job: apply verified webhooks from the inbox to company state.
+"""The drain job: apply verified webhooks from the inbox to company state,
+then relay the notifications those changes caused (workers/notify.py).
 
 At-least-once, exactly-once in effect: an inbox entry is acknowledged in the
 same Redis transaction that commits the state it produced. A worker killed at
@@ -17,8 +18,10 @@ from collections.abc import Sequence
 import structlog
 
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
-from storage.inbox import InboxEntry, consumer_name
+from storage.inbox import webhook_id_of
+from storage.streams import StreamEntry, consumer_name
 from workers.context import WorkerContext, current
+from workers.notify import relay
 from workers.scheduling import enqueue_drain
 
 log = structlog.get_logger(__name__)
@@ -37,7 +40,7 @@ def drain(ctx: WorkerContext) -> dict[str, int]:
     ctx.inbox.forget_drain_request()
     consumer = consumer_name()
     deadline = time.monotonic() + settings.drain_max_seconds
-    totals = {"applied": 0, "ignored": 0, "rejected": 0, "failed": 0}
+    totals = {"applied": 0, "ignored": 0, "rejected": 0, "failed": 0, "notifications": 0}
 
     entries = ctx.inbox.reclaim_abandoned(
         consumer,
@@ -52,29 +55,33 @@ def drain(ctx: WorkerContext) -> dict[str, int]:
             entries = ctx.inbox.read_new(consumer, settings.inbox_batch_size)
         if not entries:
             break
-        for name, value in process_entries(ctx, entries).items():
+        counts = process_entries(ctx, entries)
+        for name, value in counts.items():
             totals[name] += value
+        if counts["notifications"]:
+            relay(ctx)  # at once, so subscribers hear of a change within milliseconds
         entries = []
         if time.monotonic() > deadline:
             enqueue_drain(ctx.redis, settings.queue_name)
             break
+    relay(ctx)  # whatever else is waiting: API changes, a relay that died midway
     return totals
 
 
-def _decode(entry: InboxEntry) -> CodatEvent:
+def _decode(entry: StreamEntry) -> CodatEvent:
     try:
-        body = json.loads(entry.body)
+        body = json.loads(entry.fields.get(b"body", b""))
     except ValueError as exc:
         raise InvalidEvent(f"body is not JSON: {exc}") from exc
     return parse_codat_event(body)
 
 
-def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[str, int]:
+def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[str, int]:
     """Apply one batch. Returns counts by outcome."""
     events_by_company: dict[str, list[CodatEvent]] = defaultdict(list)
     entry_ids_by_company: dict[str, list[bytes]] = defaultdict(list)
-    ignored: list[tuple[InboxEntry, CodatEvent]] = []
-    rejected: list[tuple[InboxEntry, str]] = []
+    ignored: list[tuple[StreamEntry, CodatEvent]] = []
+    rejected: list[tuple[StreamEntry, str]] = []
 
     for entry in entries:
         try:
@@ -90,7 +97,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[s
         entry_ids_by_company[event.company_id].append(entry.entry_id)
 
     for entry, reason in rejected:
-        log.error("inbox.rejected", webhook_id=entry.webhook_id, reason=reason)
+        log.error("inbox.rejected", webhook_id=webhook_id_of(entry), reason=reason)
     ctx.inbox.dead_letter(rejected)
 
     def acknowledge_with_state(pipe, committed: set[str]) -> None:
@@ -99,7 +106,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[s
             pipe.xadd(
                 ctx.inbox.keys.ignored_events,
                 {
-                    "webhook_id": entry.webhook_id,
+                    "webhook_id": webhook_id_of(entry),
                     "event_type": event.type,
                     "company_id": event.company_id or "",
                     "event_id": event.id,
@@ -113,7 +120,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[s
 
     applied = ctx.store.apply(events_by_company, also=acknowledge_with_state)
 
-    webhook_ids = {e.entry_id: e.webhook_id for e in entries}
+    webhook_ids = {e.entry_id: webhook_id_of(e) for e in entries}
     for company_id, outcome in applied.outcomes.items():
         for event, entry_id in zip(
             events_by_company[company_id], entry_ids_by_company[company_id], strict=True
@@ -138,7 +145,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[s
     for entry, event in ignored:
         log.info(
             "event.ignored",
-            webhook_id=entry.webhook_id,
+            webhook_id=webhook_id_of(entry),
             event_type=event.type,
             company_id=event.company_id,
         )
@@ -150,6 +157,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[InboxEntry]) -> dict[s
             error=repr(exc),
         )
     return {
+        "notifications": sum(len(n) for n in applied.notifications.values()),
         "applied": sum(len(events_by_company[c]) for c in applied.outcomes),
         "ignored": len(ignored),
         "rejected": len(rejected),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 
 DRAIN_JOB = "workers.jobs.drain_inbox"
-DRAIN_JOB_TIMEOUT_SECONDS = 120
+DRAIN_JOB_TIMEOUT_SECONDS = 60  # a drain stops reading after DRAIN_MAX_SECONDS
 
 
 def enqueue_drain(redis: Redis, queue_name: str) -> None:
@@ -16,4 +16,15 @@ def enqueue_drain(redis: Redis, queue_name: str) -> None:
         result_ttl=60,
         failure_ttl=7 * 24 * 3600,
         description="drain the Codat webhook inbox",
+        # A drain whose worker died is handed back by RQ (the entries it held
+        # are reclaimed from the stream either way); not left as failed.
+        retry=Retry(max=3, interval=[1, 5, 30]),
     )
+
+
+def sweep() -> None:
+    """The clock's periodic job (workers/clock.py): queue a drain."""
+    from workers.context import current
+
+    ctx = current()
+    enqueue_drain(ctx.redis, ctx.settings.queue_name)

@@ -41,7 +41,13 @@ def test_a_drained_lifecycle_reaches_its_state_and_leaves_the_inbox_empty(ctx):
     life, expected = build("reconnected")
     accept_all(ctx, life.events)
     totals = drain(ctx)
-    assert totals == {"applied": len(life.events), "ignored": 0, "rejected": 0, "failed": 0}
+    assert totals == {
+        "applied": len(life.events),
+        "ignored": 0,
+        "rejected": 0,
+        "failed": 0,
+        "notifications": 6 + 1 + 1,  # state changes, company.ready once, company.revoked
+    }
     record = ctx.store.get(life.company_id)
     assert record.state == CompanyState(expected)
     assert [h.to_state for h in record.history] == [

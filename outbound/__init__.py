@@ -1,0 +1,1 @@
+"""Talking to downstream subscribers: URL safety (SSRF guard) and signed delivery."""
