@@ -79,6 +79,7 @@ class Settings:
     dedupe_ttl_seconds: int = 72 * 3600
     max_body_bytes: int = 1024 * 1024
     history_limit: int = 25
+    event_log_limit: int = 50
     inbox_batch_size: int = 200
     inbox_visibility_timeout_seconds: int = 30
     inbox_max_deliveries: int = 5
@@ -139,6 +140,7 @@ class Settings:
             queue_name=env.get("RQ_QUEUE") or "authflow",
             dedupe_ttl_seconds=_int(env, "WEBHOOK_DEDUPE_TTL_SECONDS", 72 * 3600, minimum=3600),
             history_limit=_int(env, "COMPANY_HISTORY_LIMIT", 25),
+            event_log_limit=_int(env, "COMPANY_EVENT_LOG_LIMIT", 50, minimum=0),
             inbox_batch_size=_int(env, "INBOX_BATCH_SIZE", 200),
             inbox_visibility_timeout_seconds=_int(env, "INBOX_VISIBILITY_TIMEOUT_SECONDS", 30),
             inbox_max_deliveries=_int(env, "INBOX_MAX_DELIVERIES", 5),

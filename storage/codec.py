@@ -11,7 +11,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from state_machine import CompanyFacts, CompanyState, ConnectionFacts, LastError, Transition
+from state_machine import (
+    CodatEvent,
+    CompanyFacts,
+    CompanyState,
+    ConnectionFacts,
+    ConnectionSnapshot,
+    DataConnectionError,
+    LastError,
+    Transition,
+)
 
 FORMAT_VERSION = 1
 
@@ -212,4 +221,74 @@ def decode_record(raw: bytes) -> CompanyRecord:
         first_seen_at=data["firstSeenAt"],
         updated_at=data["updatedAt"],
         first_ready_at=data.get("firstReadyAt"),
+    )
+
+
+def event_to_json(event: CodatEvent, applied_at: str) -> bytes:
+    """The fields the state machine reads, for the per-company event log
+    (so a company can be rebuilt by replaying it). Not Codat's raw body:
+    payload fields the state machine ignores are left out to save memory."""
+    data: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type,
+        "at": event.generated_at,
+        "appliedAt": applied_at,
+    }
+    if event.company_name is not None or event.company_description is not None:
+        data["name"] = event.company_name
+        data["description"] = event.company_description
+    if event.connection is not None:
+        c = event.connection
+        data["connection"] = _compact(
+            {
+                "id": c.id,
+                "status": c.status,
+                "sourceType": c.source_type,
+                "platformKey": c.platform_key,
+                "platformName": c.platform_name,
+                "integrationId": c.integration_id,
+                "created": c.created,
+                "errors": [
+                    [e.status_code, e.status_text, e.error_message, e.errored_on] for e in c.errors
+                ]
+                or None,
+            }
+        )
+    if event.read_connection_ids:
+        data["reads"] = list(event.read_connection_ids)
+    if event.synthetic:
+        data["synthetic"] = True
+        data["source"] = event.source
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def event_from_json(raw: bytes, company_id: str) -> tuple[CodatEvent, str]:
+    """Inverse of `event_to_json`: the event and when it was applied."""
+    data = json.loads(raw)
+    connection = data.get("connection")
+    return (
+        CodatEvent(
+            id=data["id"],
+            type=data["type"],
+            generated_at=data["at"],
+            company_id=company_id,
+            company_name=data.get("name"),
+            company_description=data.get("description"),
+            connection=ConnectionSnapshot(
+                id=connection["id"],
+                status=connection.get("status"),
+                source_type=connection.get("sourceType"),
+                platform_key=connection.get("platformKey"),
+                platform_name=connection.get("platformName"),
+                integration_id=connection.get("integrationId"),
+                created=connection.get("created"),
+                errors=tuple(DataConnectionError(*e) for e in connection.get("errors", ())),
+            )
+            if connection
+            else None,
+            read_connection_ids=tuple(data.get("reads", ())),
+            synthetic=bool(data.get("synthetic", False)),
+            source=data.get("source", "webhook"),
+        ),
+        data["appliedAt"],
     )

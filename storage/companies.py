@@ -28,7 +28,14 @@ from redis.exceptions import WatchError
 
 from state_machine import CodatEvent, CompanyState, Outcome, apply_events
 from state_machine.notifications import Notification, notifications_for
-from storage.codec import CompanyRecord, HistoryEntry, decode_record, encode_record
+from storage.codec import (
+    CompanyRecord,
+    HistoryEntry,
+    decode_record,
+    encode_record,
+    event_from_json,
+    event_to_json,
+)
 from storage.keys import Keys
 from storage.outbox import Outbox
 
@@ -54,15 +61,24 @@ def utc_now() -> str:
 
 
 class CompanyStore:
-    def __init__(self, redis: Redis, keys: Keys, *, history_limit: int = 25):
+    def __init__(
+        self, redis: Redis, keys: Keys, *, history_limit: int = 25, event_log_limit: int = 50
+    ):
         self.redis = redis
         self.keys = keys
         self.history_limit = history_limit
+        self.event_log_limit = event_log_limit
         self.outbox = Outbox(redis, keys)
 
     def get(self, company_id: str) -> CompanyRecord | None:
         raw = self.redis.get(self.keys.company(company_id))
         return decode_record(raw) if raw is not None else None
+
+    def events(self, company_id: str) -> list[tuple[CodatEvent, str]]:
+        """The company's logged events, oldest first, with when each was
+        applied; at most `event_log_limit` (the newest)."""
+        raw = self.redis.lrange(self.keys.company_events(company_id), 0, -1)
+        return [event_from_json(item, company_id) for item in raw]
 
     def state_counts(self) -> dict[str, int]:
         counts = self.redis.hgetall(self.keys.state_counts)
@@ -126,6 +142,13 @@ class CompanyStore:
                             pipe.hincrby(self.keys.state_counts, after.state.value, 1)
                         for notification in notes[company_id]:
                             self.outbox.append(pipe, notification, stamp)
+                        if self.event_log_limit:
+                            log_key = self.keys.company_events(company_id)
+                            pipe.rpush(
+                                log_key,
+                                *(event_to_json(e, stamp) for e in events_by_company[company_id]),
+                            )
+                            pipe.ltrim(log_key, -self.event_log_limit, -1)
                     if also is not None:
                         also(pipe, set(outcomes))
                     pipe.execute()

@@ -33,7 +33,12 @@ class WorkerContext:
             settings=settings,
             redis=redis,
             inbox=Inbox(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds),
-            store=CompanyStore(redis, keys, history_limit=settings.history_limit),
+            store=CompanyStore(
+                redis,
+                keys,
+                history_limit=settings.history_limit,
+                event_log_limit=settings.event_log_limit,
+            ),
             subscriptions=SubscriptionStore(redis, keys),
             deliveries=DeliveryStore(redis, keys),
         )

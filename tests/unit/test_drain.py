@@ -11,7 +11,7 @@ import pytest
 from devtools.lifecycles import build, spec_example
 from devtools.signing import encode_body
 from runtime.settings import Settings
-from state_machine import CompanyState
+from state_machine import CompanyFacts, CompanyState, apply_events
 from storage.keys import INBOX_GROUP
 from workers.context import WorkerContext
 from workers.jobs import drain
@@ -152,3 +152,16 @@ def test_an_entry_delivered_too_often_goes_to_dead_letters(ctx):
     assert b"after 2 deliveries" in fields[b"reason"]
     assert json.loads(fields[b"body"])["id"] == life.events[0]["id"]
     assert ctx.inbox.backlog() == 0
+
+
+def test_the_event_log_rebuilds_the_stored_company(ctx):
+    life, expected = build("failed_then_linked")
+    accept_all(ctx, reversed(life.events))
+    drain(ctx)
+    logged = ctx.store.events(life.company_id)
+    assert len(logged) == len(life.events)
+    rebuilt = apply_events(CompanyFacts(company_id=life.company_id), [e for e, _ in logged])
+    record = ctx.store.get(life.company_id)
+    assert rebuilt.facts == record.facts
+    assert rebuilt.state == record.state == CompanyState(expected)
+    assert [t.to_state.value for t in rebuilt.transitions] == [h.to_state for h in record.history]
