@@ -13,6 +13,7 @@ from redis import Redis
 
 from app.commands import register_commands
 from app.errors import register_error_handlers
+from app.journey_setup import init_journey
 from app.signature import SignatureVerifier
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -43,6 +44,7 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     )
     register_error_handlers(app)
     register_commands(app)
+    init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile
 
     from app import health, receiver
     from app.api import api

@@ -38,6 +38,7 @@ from storage.codec import (
 )
 from storage.keys import Keys
 from storage.outbox import Outbox
+from storage.reconciliation import schedule_reconciliation
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +136,7 @@ class CompanyStore:
                     pipe.multi()
                     for company_id, is_new, before, after in writes:
                         pipe.set(self.keys.company(company_id), encode_record(after))
+                        schedule_reconciliation(pipe, company_id, after.state, stamp, keys=self.keys, previous=before.state)  # reconciliation index  # noqa: E501 # fmt: skip
                         if is_new:
                             pipe.hincrby(self.keys.state_counts, after.state.value, 1)
                         elif after.state != before.state:

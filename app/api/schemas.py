@@ -1,0 +1,289 @@
+"""Marshmallow schemas of the journey API: requests (validated) and responses
+(documented in `/api/openapi.json`).
+
+Request schemas reject unknown fields (marshmallow's default), so a typo in a
+field name is a 400 naming it rather than a silently ignored value. Limits
+follow Codat's own `CompanyRequestBody` (name pattern, tags) so that a request
+we accept is one Codat accepts.
+"""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+UUID = validate.Regexp(UUID_PATTERN, error="must be a UUID (Codat's ids are UUIDs)")
+PLATFORM_KEY = validate.Regexp(
+    r"^[a-z]{4}$", error="must be Codat's 4-letter platform key, e.g. gbol"
+)
+# Codat's CompanyRequestBody.name pattern is ^[A-Za-z0-9\s\-',&@.,?!\s]+$. We
+# allow the same characters except `&` (an operator of Codat's query language,
+# in which we look a name up to keep creation idempotent) and whitespace other
+# than plain spaces (the name is an identifier).
+COMPANY_NAME = validate.Regexp(
+    r"^[A-Za-z0-9 \-',@.?!]+$",
+    error="may hold only letters, digits, spaces and - ' , @ . ? ! (Codat's rules, without &)",
+)
+SOURCE_TYPES = ("accounting", "banking", "commerce")
+
+
+def _max_entries(limit: int):
+    def check(value: dict) -> None:
+        if len(value) > limit:
+            raise ValidationError(f"at most {limit} entries")
+
+    return check
+
+
+# -- requests -------------------------------------------------------------------
+
+
+class CreateCompanyRequest(Schema):
+    name = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=100), COMPANY_NAME],
+        metadata={
+            "description": "Your own id for this customer (Codat's advice); the same name "
+            "again returns the same company",
+            "example": "customer-8812",
+        },
+    )
+    description = fields.String(
+        validate=validate.Length(max=1000),
+        metadata={"description": "Free text stored with the company in Codat"},
+    )
+    tags = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=27)),
+        values=fields.String(validate=validate.Length(max=100)),
+        validate=_max_entries(10),
+        metadata={"description": "Up to 10 key-value pairs stored with the company in Codat"},
+    )
+
+    @validates("name")
+    def _trimmed(self, value: str, **_kwargs) -> None:
+        if value != value.strip():
+            raise ValidationError("must not start or end with a space")
+
+
+class IntegrationsQuery(Schema):
+    sourceType = fields.String(
+        validate=validate.OneOf(SOURCE_TYPES),
+        metadata={"description": "Only platforms of this type"},
+    )
+    enabled = fields.Boolean(
+        metadata={"description": "Only platforms enabled (true) or disabled (false) in Codat"}
+    )
+
+    @pre_load
+    def _lower(self, data, **_kwargs):
+        data = dict(data)
+        if isinstance(data.get("sourceType"), str):
+            data["sourceType"] = data["sourceType"].lower()
+        return data
+
+
+class CreateConnectionRequest(Schema):
+    platformKey = fields.String(
+        required=True,
+        validate=PLATFORM_KEY,
+        metadata={"description": "The platform to connect (see GET /api/integrations)"},
+    )
+    linkParams = fields.Dict(
+        keys=fields.String(
+            validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,64}$", error="not a parameter name")
+        ),
+        values=fields.String(validate=validate.Length(max=500)),
+        validate=_max_entries(10),
+        metadata={
+            "description": "Query parameters to add to the returned linkUrl, e.g. "
+            '{"link.showSandboxIntegrations": "false"}'
+        },
+    )
+
+
+class EmptyRequest(Schema):
+    """No fields: an empty body or `{}`."""
+
+
+class LinkCallbackQuery(Schema):
+    """Codat's reserved redirect parameters. Unknown ones are ignored (Codat may
+    add some, and the redirect URL configured in Codat's portal may carry the
+    host's own)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def _blank_is_absent(self, data, **_kwargs):
+        """A placeholder Codat had no value for may arrive empty."""
+        return {k: v for k, v in data.items() if v != ""}
+
+    statusCode = fields.Integer(strict=False)
+    errorMessage = fields.String(validate=validate.Length(max=2000))
+    statusText = fields.String(validate=validate.Length(max=2000))
+    companyId = fields.String(validate=UUID)
+    connectionId = fields.String(validate=UUID)
+    integrationId = fields.String(validate=validate.Length(max=100))
+    sourceId = fields.String(validate=validate.Length(max=100))
+    platform = fields.String(validate=validate.Length(max=100))
+    platformName = fields.String(validate=validate.Length(max=200))
+    sourceType = fields.String(validate=validate.Length(max=100))
+    clientId = fields.String(validate=validate.Length(max=100))
+
+
+# -- responses (documentation) ------------------------------------------------------
+
+
+class ErrorBody(Schema):
+    status = fields.Integer(required=True)
+    code = fields.String(required=True, metadata={"example": "invalid_request"})
+    message = fields.String(required=True)
+    details = fields.Raw(
+        metadata={"description": "Per-field messages, or the Codat call that failed"}
+    )
+
+
+class Error(Schema):
+    error = fields.Nested(ErrorBody, required=True)
+
+
+class LastError(Schema):
+    statusCode = fields.String(allow_none=True)
+    statusText = fields.String(allow_none=True)
+    errorMessage = fields.String(allow_none=True)
+    at = fields.String()
+
+
+class TrackedConnection(Schema):
+    id = fields.String()
+    status = fields.String(
+        metadata={"description": "PendingAuth, Linked, Unlinked, Deauthorized or Deleted"}
+    )
+    sourceType = fields.String(allow_none=True)
+    platformKey = fields.String(allow_none=True)
+    platformName = fields.String(allow_none=True)
+    integrationId = fields.String(allow_none=True)
+    created = fields.String(allow_none=True)
+    deletedAt = fields.String(allow_none=True)
+    lastError = fields.Nested(LastError, allow_none=True)
+
+
+class HistoryEntry(Schema):
+    from_ = fields.String(data_key="from")
+    to = fields.String()
+    at = fields.String()
+    eventId = fields.String()
+    eventType = fields.String()
+    eventGeneratedAt = fields.String()
+    synthetic = fields.Boolean(
+        metadata={
+            "description": "present and true when the cause was an API call or "
+            "reconciliation rather than a webhook"
+        }
+    )
+
+
+class Company(Schema):
+    companyId = fields.String()
+    name = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
+    state = fields.String(
+        metadata={"enum": ["created", "linking", "linked", "syncing", "ready", "revoked"]}
+    )
+    connections = fields.List(fields.Nested(TrackedConnection))
+    initialSync = fields.Dict()
+    lastError = fields.Nested(LastError, allow_none=True)
+    deletedAt = fields.String(allow_none=True)
+    firstSeenAt = fields.String()
+    updatedAt = fields.String()
+    history = fields.List(fields.Nested(HistoryEntry))
+
+
+class Integration(Schema):
+    platformKey = fields.String()
+    name = fields.String()
+    sourceType = fields.String(allow_none=True)
+    enabled = fields.Boolean()
+    logoUrl = fields.String()
+    integrationId = fields.String(allow_none=True)
+    isBeta = fields.Boolean(allow_none=True)
+    isOfflineConnector = fields.Boolean(allow_none=True)
+    brandingUrl = fields.String(metadata={"description": "Our cached branding endpoint"})
+
+
+class Integrations(Schema):
+    results = fields.List(fields.Nested(Integration))
+    query = fields.String(
+        allow_none=True, metadata={"description": "The Codat query sent, unencoded"}
+    )
+
+
+class Branding(Schema):
+    platformKey = fields.String()
+    logo = fields.Dict(metadata={"description": "Codat's Branding.logo (full, square)"})
+    button = fields.Dict(metadata={"description": "Codat's Branding.button (default, hover)"})
+    sourceId = fields.String(allow_none=True)
+
+
+class ConnectionCreated(Schema):
+    connectionId = fields.String()
+    linkUrl = fields.String(metadata={"description": "Send the user here; valid once, one day"})
+    status = fields.String()
+    platformKey = fields.String()
+    platformName = fields.String(allow_none=True)
+    sourceType = fields.String(allow_none=True)
+    companyId = fields.String()
+    companyState = fields.String()
+
+
+class LiveConnection(Schema):
+    connectionId = fields.String()
+    platformKey = fields.String(allow_none=True)
+    platformName = fields.String(allow_none=True)
+    sourceType = fields.String(allow_none=True)
+    status = fields.String(
+        allow_none=True,
+        metadata={"description": "Codat's status now; null when Codat no longer lists it"},
+    )
+    created = fields.String(allow_none=True)
+    lastSync = fields.String(allow_none=True)
+    linkUrl = fields.String(allow_none=True)
+    dataConnectionErrors = fields.List(fields.Dict())
+    tracked = fields.Dict(
+        allow_none=True, metadata={"description": "What our state machine knows of it"}
+    )
+    lastLinkOutcome = fields.Dict(
+        allow_none=True, metadata={"description": "What the redirect after Link reported"}
+    )
+
+
+class Connections(Schema):
+    companyId = fields.String()
+    state = fields.String()
+    connections = fields.List(fields.Nested(LiveConnection))
+
+
+class ConnectionChange(Schema):
+    connectionId = fields.String()
+    status = fields.String()
+    companyId = fields.String()
+    companyState = fields.String()
+
+
+class RefreshQueued(Schema):
+    companyId = fields.String()
+    status = fields.String(metadata={"example": "queued"})
+    companyState = fields.String()
+
+
+class StuckReport(Schema):
+    companyId = fields.String()
+    state = fields.String()
+    reason = fields.String(metadata={"example": "link_expired"})
+    message = fields.String()
+    connections = fields.List(fields.Dict())
+    detectedAt = fields.String()
+
+
+class StuckReports(Schema):
+    results = fields.List(fields.Nested(StuckReport))

@@ -1,0 +1,47 @@
+"""Wires the authorization journey into the Flask app: the `Journey` services
+(`app.extensions["journey"]`), the JSON answers for its errors, the Link
+redirect page and the `reconcile` command. (`app/api/__init__.py` registers
+the `/api` endpoints themselves.)"""
+
+from __future__ import annotations
+
+import httpx
+from flask import Flask
+
+from app.api.inputs import InputError
+from app.errors import error_response
+from codat_api import CodatError
+from journey.errors import JourneyError
+from journey.service import Journey
+
+
+def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Journey:
+    """Build the journey from the app's services; `http_client` lets tests
+    choose how Codat is reached."""
+    services = app.extensions["authflow"]
+    journey = Journey.build(
+        services.settings, services.redis, services.store, http_client=http_client
+    )
+    app.extensions["journey"] = journey
+
+    @app.errorhandler(CodatError)
+    def codat_failed(exc: CodatError):
+        headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+        return error_response(exc.status, exc.code, exc.message, exc.details(), headers)
+
+    @app.errorhandler(JourneyError)
+    def refused(exc: JourneyError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+
+    @app.errorhandler(InputError)
+    def bad_input(exc: InputError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    from app import link_callback
+    from app.cli import reconcile
+
+    if "link_callback" not in app.blueprints:
+        app.register_blueprint(link_callback.bp)
+    app.cli.add_command(reconcile)
+    return journey

@@ -1,0 +1,104 @@
+"""Idempotent company creation: what Prism cannot show (distinct ids, a
+claim left by a dead process, a deleted company).
+
+`StubCodat` stands in for our adapter (`codat_api.CodatClient`); the HTTP
+calls themselves are contract-tested against Prism in tests/contract."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from functools import cache
+
+import fakeredis
+import pytest
+
+from journey import companies
+from journey.errors import CreationInProgress
+from journey.events import company_deleted
+from journey.service import Journey
+from runtime.settings import Settings
+from storage.companies import CompanyStore
+from storage.keys import Keys
+from tests.processes import REPO_ROOT
+
+ENV = {
+    "REDIS_URL": "redis://unused",
+    "API_TOKEN": "t",
+    "CODAT_WEBHOOK_SECRETS": "whsec_dGVzdC1zZWNyZXQ=",
+    "CODAT_API_KEY": "a2V5",
+}
+
+
+@cache
+def _company_example():
+    spec = json.loads((REPO_ROOT / "tests" / "data" / "Codat-Platform.json").read_text())
+    return spec["paths"]["/companies"]["post"]["responses"]["200"]["content"]["application/json"][
+        "examples"
+    ]["With no description"]["value"]
+
+
+class StubCodat:
+    def __init__(self):
+        self.created: list[dict] = []
+
+    def find_companies_named(self, name):
+        return [copy.deepcopy(c) for c in self.created if c["name"] == name]
+
+    def create_company(self, name, description=None, tags=None):
+        company = {**copy.deepcopy(_company_example()), "id": str(uuid.uuid4()), "name": name}
+        self.created.append(company)
+        return company
+
+
+@pytest.fixture
+def journey():
+    redis = fakeredis.FakeRedis()
+    settings = Settings.from_env(ENV)
+    return Journey.build(
+        settings, redis, CompanyStore(redis, Keys(settings.key_prefix)), codat=StubCodat()
+    )
+
+
+def test_one_name_one_company(journey):
+    first = companies.create_company(journey, "customer-1", None, None)
+    again = companies.create_company(journey, "customer-1", None, None)
+    other = companies.create_company(journey, "customer-2", None, None)
+    assert (first.created, again.created, other.created) == (True, False, True)
+    assert first.record.facts.company_id == again.record.facts.company_id
+    assert other.record.facts.company_id != first.record.facts.company_id
+    assert len(journey.codat.created) == 2
+    assert first.record.facts.name == "customer-1" and first.record.state.value == "created"
+
+
+def test_losing_our_mapping_adopts_the_company_codat_has(journey):
+    first = companies.create_company(journey, "customer-1", None, None)
+    journey.redis.delete(journey.keys.company_by_name("customer-1"))
+    again = companies.create_company(journey, "customer-1", None, None)
+    assert not again.created
+    assert again.record.facts.company_id == first.record.facts.company_id
+    assert len(journey.codat.created) == 1
+
+
+def test_a_claim_in_progress_is_409_and_a_dead_claim_expires(journey, monkeypatch):
+    monkeypatch.setattr(companies, "WAIT_FOR_OTHER_SECONDS", 0.3)
+    key = journey.keys.company_by_name("customer-1")
+    journey.redis.set(key, "pending:someone-else", ex=60)
+    with pytest.raises(CreationInProgress) as refused:
+        companies.create_company(journey, "customer-1", None, None)
+    assert refused.value.status == 409 and refused.value.retry_after == 1
+    journey.redis.delete(key)  # what the TTL does when the claimant died
+    assert companies.create_company(journey, "customer-1", None, None).created
+
+
+def test_a_name_whose_company_was_deleted_gets_a_new_company(journey):
+    first = companies.create_company(journey, "customer-1", None, None)
+    old_id = first.record.facts.company_id
+    journey.apply(old_id, [company_deleted(old_id, source="api", generated_at=journey.stamp())])
+    journey.codat.created.clear()  # deleted in Codat: no longer listed
+    second = companies.create_company(journey, "customer-1", None, None)
+    assert second.created and second.record.facts.company_id != old_id
+    assert journey.redis.get(journey.keys.company_by_name("customer-1")).decode() == (
+        second.record.facts.company_id
+    )
