@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from devtools.stack import CONFIG_VARIABLES
-from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests.processes import REPO_ROOT, TEST_API_TOKEN, TEST_WEBHOOK_SECRET
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -62,6 +63,50 @@ def cpu_seconds(roots: Iterable[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, every
+    process), from /proc/stat; 0.0 where unavailable. The difference around a
+    run, minus what the benchmark's own processes used, is the load other
+    processes put on the machine meanwhile: the noise in the measurement."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0
+    # cpu user nice system idle iowait irq softirq steal ...
+    busy = sum(int(value) for value in fields[1:4]) + sum(int(v) for v in fields[6:9])
+    return busy / _CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def code_version(repo: Path = REPO_ROOT) -> str:
+    """``git describe``-like: the commit measured, and whether files differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{head}" + (f" + {len(dirty)} changed or untracked path(s)" if dirty else "")
 
 
 def median(values: Iterable[float]) -> float:
