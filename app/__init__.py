@@ -14,6 +14,7 @@ from redis import Redis
 from app.commands import register_commands
 from app.errors import register_error_handlers
 from app.journey_setup import init_journey
+from app.ops import init_ops
 from app.signature import SignatureVerifier
 from runtime.logs import configure_logging
 from runtime.settings import Settings
@@ -52,4 +53,5 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api)
+    init_ops(app)  # /ops/rq, /ops/funnel, /metrics, /api/funnel, request log lines
     return app

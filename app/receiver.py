@@ -14,12 +14,13 @@ import json
 import time
 
 import structlog
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 from redis.exceptions import RedisError
 
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
+from observability.metrics import rejection_outcome
 from state_machine import InvalidEvent, parse_codat_event
 from workers.scheduling import enqueue_drain
 
@@ -78,6 +79,7 @@ def receive_codat_webhook():
         acceptance = ext.inbox.accept(webhook_id, body, received_at_ms)
     except RedisError as exc:
         log.error("webhook.unavailable", error=repr(exc))
+        g.webhook_outcome = "unavailable"  # counted by app/ops/metrics_view.py
         return error_response(
             503,
             "storage_unavailable",
@@ -86,6 +88,7 @@ def receive_codat_webhook():
         )
     if not acceptance.queued:
         log.info("webhook.duplicate")
+        g.webhook_outcome = "duplicate"
         return jsonify({"status": "duplicate", "webhookId": webhook_id}), 200
 
     if acceptance.drain_needed:
@@ -94,6 +97,7 @@ def receive_codat_webhook():
         except RedisError as exc:  # stored already; the clock's sweep will drain it
             log.warning("webhook.drain_not_scheduled", error=repr(exc))
     log.info("webhook.queued", handled=event.handled)
+    g.webhook_outcome = "queued"
     return jsonify({"status": "queued", "webhookId": webhook_id}), 202
 
 
@@ -109,4 +113,5 @@ def _describe(exc: Exception) -> tuple[str, object]:
 
 def _reject(status: int, code: str, message: str, details: object = None):
     log.warning("webhook.rejected", status=status, reason=code)
+    g.webhook_outcome = rejection_outcome(code)
     return error_response(status, code, message, details)

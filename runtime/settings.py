@@ -106,6 +106,9 @@ class Settings:
     reconcile_interval_seconds: int = 60
     reconcile_batch_size: int = 50
     reconcile_max_seconds: int = 60
+    # Operations (app/ops): a separate token for /ops and /metrics, public metrics.
+    ops_token: str | None = field(default=None, repr=False)
+    metrics_public: bool = False
 
     @property
     def development(self) -> bool:
@@ -165,4 +168,6 @@ class Settings:
             reconcile_interval_seconds=_int(env, "RECONCILE_INTERVAL_SECONDS", 60),
             reconcile_batch_size=_int(env, "RECONCILE_BATCH_SIZE", 50),
             reconcile_max_seconds=_int(env, "RECONCILE_MAX_SECONDS", 60),
+            ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
+            metrics_public=_flag(env, "METRICS_PUBLIC"),
         )

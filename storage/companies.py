@@ -36,6 +36,7 @@ from storage.codec import (
     event_from_json,
     event_to_json,
 )
+from storage.funnel import record_commit  # funnel index and transition metrics
 from storage.keys import Keys
 from storage.outbox import Outbox
 from storage.reconciliation import schedule_reconciliation
@@ -137,6 +138,7 @@ class CompanyStore:
                     for company_id, is_new, before, after in writes:
                         pipe.set(self.keys.company(company_id), encode_record(after))
                         schedule_reconciliation(pipe, company_id, after.state, stamp, keys=self.keys, previous=before.state)  # reconciliation index  # noqa: E501 # fmt: skip
+                        record_commit(pipe, self.keys, company_id, is_new=is_new, transitions=outcomes[company_id].transitions, stamp=stamp)  # funnel index, metrics  # noqa: E501 # fmt: skip
                         if is_new:
                             pipe.hincrby(self.keys.state_counts, after.state.value, 1)
                         elif after.state != before.state:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from observability.metrics import record_drain
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
 from storage.inbox import webhook_id_of
 from storage.streams import StreamEntry, consumer_name
@@ -119,12 +120,15 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
         ctx.inbox.acknowledge(pipe, ids)
 
     applied = ctx.store.apply(events_by_company, also=acknowledge_with_state)
+    committed_ms = int(time.time() * 1000)
 
     webhook_ids = {e.entry_id: webhook_id_of(e) for e in entries}
     for company_id, outcome in applied.outcomes.items():
+        by_event_id = {}  # the webhook that caused each transition, for its log line
         for event, entry_id in zip(
             events_by_company[company_id], entry_ids_by_company[company_id], strict=True
         ):
+            by_event_id[event.id] = entry_id
             log.info(
                 "event.applied",
                 webhook_id=webhook_ids[entry_id],
@@ -141,6 +145,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
                 to_state=transition.to_state.value,
                 event_id=transition.cause_event_id,
                 event_type=transition.cause_event_type,
+                webhook_id=webhook_ids.get(by_event_id.get(transition.cause_event_id)),
             )
     for entry, event in ignored:
         log.info(
@@ -156,10 +161,15 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
             webhook_ids=[webhook_ids[i] for i in entry_ids_by_company[company_id]],
             error=repr(exc),
         )
-    return {
+    counts = {
         "notifications": sum(len(n) for n in applied.notifications.values()),
         "applied": sum(len(events_by_company[c]) for c in applied.outcomes),
         "ignored": len(ignored),
         "rejected": len(rejected),
         "failed": sum(len(events_by_company[c]) for c in applied.failed),
     }
+    record_drain(  # observability/metrics.py: inbox outcomes, receipt-to-commit times
+        ctx.redis, ctx.store.keys.prefix, entries, events_by_company, entry_ids_by_company,
+        applied, counts, now_ms=committed_ms,
+    )  # fmt: skip
+    return counts

@@ -26,6 +26,7 @@ import structlog
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 
+from observability.metrics import record_delivery
 from outbound.sender import make_client, send
 from storage.deliveries import Attempt, Delivery, delivery_id
 from storage.outbox import Outbox
@@ -191,6 +192,7 @@ def attempt_delivery(ctx: WorkerContext, delivery_id_: str, *, client: httpx.Cli
         ctx.deliveries.save(pipe, replace(attempted, next_attempt_at=now + delay))
         _enqueue_attempt(queue, pipe, delivery.id, delay=delay)
         pipe.execute()
+    record_delivery(ctx.redis, ctx.store.keys.prefix, "retry_scheduled")
     bound.warning(
         "delivery.attempt_failed",
         attempt=number,
@@ -206,6 +208,7 @@ def _finish(ctx: WorkerContext, delivery: Delivery, bound, reason: str | None = 
         pipe.multi()  # explicit: RQ's enqueue expects a pipeline already in MULTI
         ctx.deliveries.save(pipe, delivery)
         pipe.execute()
+    record_delivery(ctx.redis, ctx.store.keys.prefix, delivery.status)  # delivered/dead/cancelled
     last = delivery.attempts[-1] if delivery.attempts else None
     event = {"delivered": "delivery.delivered", "dead": "delivery.dead_lettered"}.get(
         delivery.status, "delivery.cancelled"
@@ -249,6 +252,7 @@ def replay_dead_letters(
             _enqueue_attempt(queue, pipe, revived.id, delay=0)
             pipe.execute()
         replayed.append(revived.id)
+        record_delivery(ctx.redis, ctx.store.keys.prefix, "replayed")
         log.info(
             "delivery.replayed",
             delivery_id=revived.id,

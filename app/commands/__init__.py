@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.commands.companies import companies
 from app.commands.deliveries import deliveries
+from app.commands.jobs import jobs
+from app.commands.maintenance import funnel, history
 
 
 def register_commands(app: Flask) -> None:
     app.cli.add_command(deliveries)
+    app.cli.add_command(companies)
+    app.cli.add_command(jobs)
+    app.cli.add_command(history)
+    app.cli.add_command(funnel)

@@ -1,0 +1,55 @@
+"""One JSON line per request: `{"event": "request", "method", "path",
+"status", "duration_ms", ...}`, with whatever the handler bound to the log
+context (the receiver binds `webhook_id`, `event_type` and `company_id`;
+routes with a `<company_id>` get it bound here), so one webhook can be
+followed from receipt (`webhook.queued`, `request`) through the worker's
+`event.applied` / `company.transition` lines to `delivery.*`.
+
+gunicorn's own access log would repeat each request in another format, so
+the Procfile no longer asks for it (`--access-logfile`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from flask import Flask, Response, g, request
+
+log = structlog.get_logger("authflow.request")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def install_request_logging(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def _start() -> None:
+    g.request_started = time.perf_counter()
+    structlog.contextvars.clear_contextvars()  # nothing left over from the last request
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if request_id:
+        structlog.contextvars.bind_contextvars(request_id=request_id[:100])
+    company_id = (request.view_args or {}).get("company_id")
+    if isinstance(company_id, str):
+        structlog.contextvars.bind_contextvars(company_id=company_id[:100])
+
+
+def _finish(response: Response) -> Response:
+    started = g.get("request_started")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        "duration_ms": duration_ms,
+    }
+    if request.endpoint:
+        fields["endpoint"] = request.endpoint
+    outcome = g.get("webhook_outcome")
+    if outcome:
+        fields["outcome"] = outcome
+    (log.error if response.status_code >= 500 else log.info)("request", **fields)
+    return response

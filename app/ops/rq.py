@@ -1,0 +1,55 @@
+"""The RQ dashboard (the `rq-dashboard` package), mounted at `/ops/rq` inside
+this app: no separate process, the same authentication as the rest of `/ops`.
+
+It shows our queues (the webhook drain on RQ_QUEUE, downstream deliveries on
+RQ_DELIVERY_QUEUE), the workers, started/failed/scheduled jobs, and can
+requeue failed jobs. Deleting jobs and emptying queues are switched off
+(RQ_DASHBOARD_DISABLE_DELETE): a deleted delivery job would leave its
+delivery pending forever; requeue, or the CLI, are the ways to act.
+
+All of its assets (Bootstrap, jQuery) ship inside the package, so the page
+works with no internet access; only the footer links point outside.
+rq-dashboard 0.9 imports `six` without declaring it (pinned in pyproject).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import rq_dashboard
+import rq_dashboard.web
+from flask import Flask, abort, request
+
+URL_PREFIX = "/ops/rq"
+
+
+def display_url(redis_url: str) -> str:
+    """The Redis URL without credentials or query, as the dashboard shows it."""
+    parts = urlsplit(redis_url)
+    host = parts.hostname or "localhost"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def mount_rq_dashboard(app: Flask) -> None:
+    services = app.extensions["authflow"]
+    app.config.update(
+        RQ_DASHBOARD_REDIS_URL=[display_url(services.settings.redis_url)],
+        RQ_DASHBOARD_DISABLE_DELETE=True,
+        RQ_DASHBOARD_POLL_INTERVAL=2500,
+    )
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
+    # The dashboard reads `app.redis_conn`: the app's own connection (the one a
+    # test may inject). Its own hook would build a new client from the URL on
+    # every request (and swap it in under other threads' feet): dropped; the
+    # URL above is only shown.
+    app.redis_conn = services.redis
+    hooks = app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, [])
+    hooks[:] = [hook for hook in hooks if hook is not rq_dashboard.web.push_rq_connection]
+    hooks.append(_post_only_requeue_all)
+
+
+def _post_only_requeue_all() -> None:
+    requeue_all = f"{rq_dashboard.blueprint.name}.requeue_all"
+    if request.endpoint == requeue_all and request.method != "POST":
+        abort(405)  # it changes state; the dashboard itself POSTs

@@ -1,0 +1,61 @@
+"""Our RQ worker class logs one JSON line per job and counts it."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import structlog
+from rq import Queue, Retry
+
+from observability.metrics import read_counters
+from runtime.logs import configure_logging
+from workers.worker import AuthflowWorker
+
+log = structlog.get_logger("tests.job")
+
+
+def works() -> str:
+    log.info("inside.the.job")
+    return "ok"
+
+
+def fails() -> None:
+    raise ValueError("nope")
+
+
+def job_lines(caplog) -> list[dict]:
+    return [r.msg for r in caplog.records if r.name == "authflow.job"]
+
+
+@pytest.fixture(autouse=True)
+def json_logs():
+    configure_logging("INFO")  # before the test: caplog's handler is added after fixtures
+
+
+def test_each_job_leaves_one_line_with_outcome_duration_and_a_count(caplog):
+    caplog.set_level("INFO")
+    redis = fakeredis.FakeRedis()
+    queue = Queue("authflow", connection=redis)
+    ok = queue.enqueue(works)
+    bad = queue.enqueue(fails)
+    retried = queue.enqueue(fails, retry=Retry(max=1))
+    AuthflowWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
+
+    lines = {line["job_id"]: line for line in job_lines(caplog)}
+    assert lines[ok.id]["outcome"] == "finished" and lines[ok.id]["level"] == "info"
+    assert lines[ok.id]["function"] == "tests.unit.test_job_log.works"
+    assert lines[ok.id]["queue"] == "authflow"
+    assert isinstance(lines[ok.id]["duration_ms"], float)
+    assert lines[bad.id]["outcome"] == "failed" and lines[bad.id]["level"] == "error"
+    # A job with retries left is handed back, then fails for good on its last try.
+    assert [line["outcome"] for line in job_lines(caplog) if line["job_id"] == retried.id] == [
+        "retried",
+        "failed",
+    ]
+    inside = [r.msg for r in caplog.records if r.name == "tests.job"]
+    assert inside[0]["job_id"] == ok.id  # lines the job logs carry its id
+
+    jobs = read_counters(redis, "authflow")["authflow_rq_jobs"]
+    assert jobs[("tests.unit.test_job_log.works", "finished")] == 1
+    assert jobs[("tests.unit.test_job_log.fails", "failed")] == 2
+    assert jobs[("tests.unit.test_job_log.fails", "retried")] == 1
