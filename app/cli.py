@@ -29,7 +29,8 @@ def _journey() -> Journey:
 
 def _stored_companies(journey: Journey):
     pattern = journey.store.keys.company("*")
-    for key in journey.redis.scan_iter(match=pattern, count=500):
+    # Only the company documents (strings), not their event logs (lists).
+    for key in journey.redis.scan_iter(match=pattern, count=500, _type="string"):
         raw = journey.redis.get(key)
         if raw is None:
             continue

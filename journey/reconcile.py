@@ -52,6 +52,7 @@ from journey.events import (
 )
 from journey.service import Journey
 from journey.sync_evidence import from_data_status, from_pull_operations, needs_data_status
+from observability.metrics import record_reconciliation
 from state_machine import CodatEvent, CompanyState
 from storage.reconciliation import TRACKED_STATES
 
@@ -112,10 +113,27 @@ def reconcile_company(journey: Journey, company_id: str) -> ReconcileReport:
     if not journey.redis.set(lock_key, token, nx=True, ex=LOCK_SECONDS):
         return ReconcileReport(company_id, skipped="already being reconciled")
     try:
-        return _reconcile(journey, company_id)
+        report = _reconcile(journey, company_id)
+    except CodatError:
+        record_reconciliation(journey.redis, journey.keys.prefix, "failed")
+        raise
     finally:
         if journey.redis.get(lock_key) == token.encode():
             journey.redis.delete(lock_key)
+    _count(journey, report)
+    return report
+
+
+def _count(journey: Journey, report: ReconcileReport) -> None:
+    """The `authflow_reconciliation_actions` metric (observability/metrics.py)."""
+    actions = ["skipped" if report.skipped else "checked"]
+    if report.state_after is not None and report.state_after != report.state_before:
+        actions.append("changed")
+    if report.stuck is not None:
+        actions.append("stuck")
+    actions += [f"event:{event['type']}" for event in report.events if "type" in event]
+    for action in actions:
+        record_reconciliation(journey.redis, journey.keys.prefix, action)
 
 
 def _reconcile(journey: Journey, company_id: str) -> ReconcileReport:

@@ -218,3 +218,19 @@ def test_a_company_being_reconciled_elsewhere_is_skipped(journey, codat):
 def test_without_a_codat_key_the_job_does_nothing(journey):
     journey.codat = None
     assert reconcile_due(journey)["skipped"] == "CODAT_API_KEY is not set"
+
+
+def test_reconciliation_actions_are_counted(journey, codat):
+    from observability.metrics import RECONCILIATION_ACTIONS, read_counters
+
+    company_id = in_linking(journey, XERO)
+    codat.connections = [codat_connection(XERO, "Linked", NOW - 3600)]
+    codat.pulls = [pull(XERO.id, "invoices", "Fetching", NOW - 3000)]
+    report = reconcile_company(journey, company_id)
+    counts = read_counters(journey.redis, journey.keys.prefix)[RECONCILIATION_ACTIONS.name]
+    assert counts[("checked",)] == 1
+    assert counts[("changed",)] == (1 if report.state_after != report.state_before else 0)
+    applied = [e["type"] for e in report.events]
+    assert applied, "the Linked connection was news"
+    for event_type in set(applied):
+        assert counts[(f"event:{event_type}",)] == applied.count(event_type)
