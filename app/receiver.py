@@ -48,7 +48,6 @@ _envelope = WebhookEnvelopeSchema()
 def receive_codat_webhook():
     ext = current_app.extensions["authflow"]
     received_at_ms = int(time.time() * 1000)
-    structlog.contextvars.clear_contextvars()
 
     body = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
     if request.mimetype != "application/json":
@@ -86,8 +85,8 @@ def receive_codat_webhook():
             "could not store the webhook; retry later",
             headers={"Retry-After": "5"},
         )
+    g.webhook_outcome_counted = True  # by the accept script itself
     if not acceptance.queued:
-        log.info("webhook.duplicate")
         g.webhook_outcome = "duplicate"
         return jsonify({"status": "duplicate", "webhookId": webhook_id}), 200
 
@@ -96,8 +95,7 @@ def receive_codat_webhook():
             enqueue_drain(ext.redis, ext.settings.queue_name)
         except RedisError as exc:  # stored already; the clock's sweep will drain it
             log.warning("webhook.drain_not_scheduled", error=repr(exc))
-    log.info("webhook.queued", handled=event.handled)
-    g.webhook_outcome = "queued"
+    g.webhook_outcome = "queued"  # logged on the request's line (app/ops/request_log.py)
     return jsonify({"status": "queued", "webhookId": webhook_id}), 202
 
 

@@ -49,6 +49,8 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
+from storage.inbox import OutcomeCounter
+
 log = structlog.get_logger(__name__)
 
 LABEL_SEPARATOR = "|"
@@ -271,6 +273,16 @@ def observe(redis: Redis, prefix: str, histogram: Histogram, value: float) -> bo
 
 def record_webhook(redis: Redis, prefix: str, outcome: str) -> bool:
     return increment(redis, prefix, WEBHOOKS_RECEIVED, outcome)
+
+
+def webhook_outcome_counter(prefix: str) -> OutcomeCounter:
+    """Where the inbox's accept script counts `queued` and `duplicate` itself,
+    in the same round trip as the store (storage/inbox.py)."""
+    return OutcomeCounter(
+        key=WEBHOOKS_RECEIVED.key(prefix),
+        queued_field=WEBHOOKS_RECEIVED.field(("queued",)),
+        duplicate_field=WEBHOOKS_RECEIVED.field(("duplicate",)),
+    )
 
 
 def record_delivery(redis: Redis, prefix: str, outcome: str, amount: int = 1) -> bool:

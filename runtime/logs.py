@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import lru_cache
 
 import structlog
 
 _SENSITIVE_WORDS = ("secret", "signature", "token", "authorization", "password")
 
 
+@lru_cache(maxsize=1024)
+def _sensitive(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in _SENSITIVE_WORDS)
+
+
 def redact_secrets(_logger, _method, event_dict):
-    for key in list(event_dict):
-        if any(word in key.lower() for word in _SENSITIVE_WORDS):
+    for key in event_dict:
+        if _sensitive(key):
             event_dict[key] = "[redacted]"
     return event_dict
 

@@ -26,13 +26,16 @@ from redis import Redis
 from storage.keys import INBOX_GROUP, Keys
 from storage.streams import StreamEntry, StreamQueue
 
-# KEYS: seen-id key, inbox stream, drain-scheduled flag
+# KEYS: seen-id key, inbox stream, drain-scheduled flag[, counter hash]
 # ARGV: dedupe TTL (s), webhook id, received-at (ms), body, drain flag TTL (s)
+#       [, counter field for "queued", counter field for "duplicate"]
 _ACCEPT_SCRIPT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  if KEYS[4] then redis.call('HINCRBY', KEYS[4], ARGV[7], 1) end
   return {0, 0}
 end
 redis.call('XADD', KEYS[2], '*', 'webhook_id', ARGV[2], 'received_at', ARGV[3], 'body', ARGV[4])
+if KEYS[4] then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then
   return {1, 1}
 end
@@ -40,6 +43,15 @@ return {1, 0}
 """
 
 DRAIN_FLAG_TTL_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class OutcomeCounter:
+    """Where `accept` counts its outcomes: a hash and its two fields."""
+
+    key: str
+    queued_field: str
+    duplicate_field: str
 
 
 @dataclass(frozen=True)
@@ -53,24 +65,30 @@ def webhook_id_of(entry: StreamEntry) -> str:
 
 
 class Inbox(StreamQueue):
-    def __init__(self, redis: Redis, keys: Keys, *, dedupe_ttl_seconds: int = 72 * 3600):
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        dedupe_ttl_seconds: int = 72 * 3600,
+        outcome_counter: OutcomeCounter | None = None,
+    ):
         super().__init__(redis, keys.inbox, INBOX_GROUP, keys.dead_letters)
         self.keys = keys
         self.dedupe_ttl_seconds = dedupe_ttl_seconds
+        self.outcome_counter = outcome_counter
         self._accept = redis.register_script(_ACCEPT_SCRIPT)
 
     def accept(self, webhook_id: str, body: bytes, received_at_ms: int) -> Acceptance:
-        """Remember the id and store the body, atomically; or report a duplicate."""
-        queued, drain_needed = self._accept(
-            keys=[self.keys.seen(webhook_id), self.keys.inbox, self.keys.drain_scheduled],
-            args=[
-                self.dedupe_ttl_seconds,
-                webhook_id,
-                received_at_ms,
-                body,
-                DRAIN_FLAG_TTL_SECONDS,
-            ],
-        )
+        """Remember the id and store the body, atomically; or report a duplicate.
+        With an `outcome_counter`, the outcome is counted in the same call (the
+        receiver's hot path makes one round trip to Redis, not two)."""
+        keys = [self.keys.seen(webhook_id), self.keys.inbox, self.keys.drain_scheduled]
+        args = [self.dedupe_ttl_seconds, webhook_id, received_at_ms, body, DRAIN_FLAG_TTL_SECONDS]
+        if self.outcome_counter is not None:
+            keys.append(self.outcome_counter.key)
+            args += [self.outcome_counter.queued_field, self.outcome_counter.duplicate_field]
+        queued, drain_needed = self._accept(keys=keys, args=args)
         return Acceptance(queued=bool(queued), drain_needed=bool(drain_needed))
 
     def forget_drain_request(self) -> None:

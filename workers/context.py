@@ -7,6 +7,7 @@ from functools import cache
 
 from redis import Redis
 
+from observability.metrics import webhook_outcome_counter
 from runtime.redis_client import connect
 from runtime.settings import Settings
 from storage.companies import CompanyStore
@@ -32,7 +33,12 @@ class WorkerContext:
         return cls(
             settings=settings,
             redis=redis,
-            inbox=Inbox(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds),
+            inbox=Inbox(
+                redis,
+                keys,
+                dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+                outcome_counter=webhook_outcome_counter(settings.key_prefix),
+            ),
             store=CompanyStore(
                 redis,
                 keys,

@@ -59,6 +59,8 @@ def _count_webhook(response: Response) -> Response:
         return response
     outcome = g.get("webhook_outcome") or webhook_outcome(response.status_code)
     g.webhook_outcome = outcome
+    if g.get("webhook_outcome_counted"):
+        return response  # queued and duplicate: counted by the inbox's accept script
     services = current_app.extensions["authflow"]
     redis, prefix = services.redis, services.store.keys.prefix
     # After the answer is sent: Codat does not wait for our bookkeeping.

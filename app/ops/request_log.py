@@ -2,7 +2,8 @@
 "status", "duration_ms", ...}`, with whatever the handler bound to the log
 context (the receiver binds `webhook_id`, `event_type` and `company_id`;
 routes with a `<company_id>` get it bound here), so one webhook can be
-followed from receipt (`webhook.queued`, `request`) through the worker's
+followed from receipt (its `request` line, `outcome` queued or duplicate)
+through the worker's
 `event.applied` / `company.transition` lines to `delivery.*`.
 
 gunicorn's own access log would repeat each request in another format, so
