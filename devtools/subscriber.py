@@ -43,6 +43,9 @@ class SubscriberState:
 def _handler(state: SubscriberState):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # http.server writes headers and body separately; with Nagle on, a
+        # kept-alive client waits ~40 ms (delayed ACK) for every answer.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: Any) -> None:  # keep test output quiet
             pass

@@ -9,7 +9,7 @@ Key layout (all under `KEY_PREFIX`, default `authflow`):
 | `{p}:inbox:drain-scheduled` | string, TTL | a drain job is queued; no need for another |
 | `{p}:inbox:dead` | capped stream | entries that could not be applied (poison) |
 | `{p}:events:ignored` | capped stream | verified events of types we do not act on |
-| `{p}:company:{id}` | string (JSON) | a company's facts, state and bounded history |
+| `{p}:company:{id}` | string (zlib JSON) | facts, state, bounded history and event log |
 | `{p}:stats:states` | hash | number of companies in each state |
 | `{p}:stats:ignored` | hash | ignored events by type |
 """

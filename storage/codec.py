@@ -1,13 +1,16 @@
-"""Company records to and from the JSON stored in Redis.
+"""Company records to and from what is stored in Redis.
 
-Compact on purpose (one key per company, short field names are not worth the
-obscurity, but nulls are left out): a company with two connections and a
-handful of transitions takes well under 2 KiB.
+One key per company holds everything: facts, state, bounded history and the
+bounded event log, as JSON compressed with zlib. The event ids, connection
+ids and field names a company repeats compress well: a typical company takes
+about 0.9 KB instead of 4 KB of plain JSON (bench/memory.py). Documents
+written before compression (plain JSON, starting with `{`) still read.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +84,8 @@ class CompanyRecord:
     first_seen_at: str
     updated_at: str
     first_ready_at: str | None = None  # kept apart from history, which is bounded
+    # The newest events applied, oldest first, as `event_to_log` dicts.
+    events: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def new(cls, company_id: str, now: str) -> CompanyRecord:
@@ -198,22 +203,21 @@ def facts_from_json(d: dict[str, Any]) -> CompanyFacts:
 
 
 def encode_record(record: CompanyRecord) -> bytes:
-    return json.dumps(
-        {
-            "v": FORMAT_VERSION,
-            "state": record.state.value,
-            "facts": facts_to_json(record.facts),
-            "history": [h.to_json() for h in record.history],
-            "firstSeenAt": record.first_seen_at,
-            "updatedAt": record.updated_at,
-            **({"firstReadyAt": record.first_ready_at} if record.first_ready_at else {}),
-        },
-        separators=(",", ":"),
-    ).encode()
+    document = {
+        "v": FORMAT_VERSION,
+        "state": record.state.value,
+        "facts": facts_to_json(record.facts),
+        "history": [h.to_json() for h in record.history],
+        "firstSeenAt": record.first_seen_at,
+        "updatedAt": record.updated_at,
+        **({"firstReadyAt": record.first_ready_at} if record.first_ready_at else {}),
+        **({"events": list(record.events)} if record.events else {}),
+    }
+    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
 
 
 def decode_record(raw: bytes) -> CompanyRecord:
-    data = json.loads(raw)
+    data = json.loads(raw if raw[:1] == b"{" else zlib.decompress(raw))
     return CompanyRecord(
         facts=facts_from_json(data["facts"]),
         state=CompanyState(data["state"]),
@@ -221,10 +225,11 @@ def decode_record(raw: bytes) -> CompanyRecord:
         first_seen_at=data["firstSeenAt"],
         updated_at=data["updatedAt"],
         first_ready_at=data.get("firstReadyAt"),
+        events=tuple(data.get("events", ())),
     )
 
 
-def event_to_json(event: CodatEvent, applied_at: str) -> bytes:
+def event_to_log(event: CodatEvent, applied_at: str) -> dict[str, Any]:
     """The fields the state machine reads, for the per-company event log
     (so a company can be rebuilt by replaying it). Not Codat's raw body:
     payload fields the state machine ignores are left out to save memory."""
@@ -259,12 +264,11 @@ def event_to_json(event: CodatEvent, applied_at: str) -> bytes:
     if event.synthetic:
         data["synthetic"] = True
         data["source"] = event.source
-    return json.dumps(data, separators=(",", ":")).encode()
+    return data
 
 
-def event_from_json(raw: bytes, company_id: str) -> tuple[CodatEvent, str]:
-    """Inverse of `event_to_json`: the event and when it was applied."""
-    data = json.loads(raw)
+def event_from_log(data: dict[str, Any], company_id: str) -> tuple[CodatEvent, str]:
+    """Inverse of `event_to_log`: the event and when it was applied."""
     connection = data.get("connection")
     return (
         CodatEvent(

@@ -33,8 +33,8 @@ from storage.codec import (
     HistoryEntry,
     decode_record,
     encode_record,
-    event_from_json,
-    event_to_json,
+    event_from_log,
+    event_to_log,
 )
 from storage.funnel import record_commit  # funnel index and transition metrics
 from storage.keys import Keys
@@ -79,8 +79,8 @@ class CompanyStore:
     def events(self, company_id: str) -> list[tuple[CodatEvent, str]]:
         """The company's logged events, oldest first, with when each was
         applied; at most `event_log_limit` (the newest)."""
-        raw = self.redis.lrange(self.keys.company_events(company_id), 0, -1)
-        return [event_from_json(item, company_id) for item in raw]
+        record = self.get(company_id)
+        return [event_from_log(e, company_id) for e in record.events] if record else []
 
     def state_counts(self) -> dict[str, int]:
         counts = self.redis.hgetall(self.keys.state_counts)
@@ -130,7 +130,7 @@ class CompanyStore:
                         except Exception as exc:  # a bug or a poison event; isolate it
                             failed[company_id] = exc
                             continue
-                        after = self._record_after(before, outcome, stamp)
+                        after = self._record_after(before, outcome, events, stamp)
                         outcomes[company_id], records[company_id] = outcome, after
                         if raw is None or after.facts != before.facts:
                             writes.append((company_id, raw is None, before, after))
@@ -146,13 +146,6 @@ class CompanyStore:
                             pipe.hincrby(self.keys.state_counts, after.state.value, 1)
                         for notification in notes[company_id]:
                             self.outbox.append(pipe, notification, stamp)
-                        if self.event_log_limit:
-                            log_key = self.keys.company_events(company_id)
-                            pipe.rpush(
-                                log_key,
-                                *(event_to_json(e, stamp) for e in events_by_company[company_id]),
-                            )
-                            pipe.ltrim(log_key, -self.event_log_limit, -1)
                     if also is not None:
                         also(pipe, set(outcomes))
                     pipe.execute()
@@ -167,9 +160,16 @@ class CompanyStore:
                     continue
         raise ConcurrencyConflict(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 
-    def _record_after(self, before: CompanyRecord, outcome: Outcome, stamp: str) -> CompanyRecord:
+    def _record_after(
+        self,
+        before: CompanyRecord,
+        outcome: Outcome,
+        events: Sequence[CodatEvent],
+        stamp: str,
+    ) -> CompanyRecord:
         if outcome.facts == before.facts:
-            return before
+            return before  # duplicates and stale events: nothing to keep
+        logged = before.events + tuple(event_to_log(e, stamp) for e in events)
         history = before.history + tuple(HistoryEntry.of(t, stamp) for t in outcome.transitions)
         reached_ready = any(t.to_state == CompanyState.READY for t in outcome.transitions)
         return replace(
@@ -179,4 +179,5 @@ class CompanyStore:
             history=history[-self.history_limit :],
             updated_at=stamp,
             first_ready_at=before.first_ready_at or (stamp if reached_ready else None),
+            events=logged[-self.event_log_limit :] if self.event_log_limit else (),
         )

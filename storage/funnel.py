@@ -90,14 +90,10 @@ def _failure_reason(errors: list | None) -> str:
     return "no reason given"
 
 
-def connection_failures(raw_events: Iterable[bytes]) -> tuple[str, ...]:
+def connection_failures(logged_events: Iterable[dict]) -> tuple[str, ...]:
     """A reason per distinct `connection.failed` event of the event log."""
     seen, reasons = set(), []
-    for raw in raw_events:
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            continue
+    for data in logged_events:
         if data.get("type") != "connection.failed" or data.get("id") in seen:
             continue
         seen.add(data.get("id"))
@@ -133,11 +129,10 @@ def load_journeys(
         with redis.pipeline(transaction=False) as pipe:
             for company_id in ids:
                 pipe.get(keys.company(company_id))
-                pipe.lrange(keys.company_events(company_id), 0, -1)
                 pipe.hgetall(link_outcomes_key(keys, company_id))
             replies = pipe.execute()
         for index, company_id in enumerate(ids):
-            raw, events, outcomes = replies[3 * index : 3 * index + 3]
+            raw, outcomes = replies[2 * index : 2 * index + 2]
             if raw is None:
                 continue  # indexed, then deleted by hand
             record = decode_record(raw)
@@ -151,7 +146,7 @@ def load_journeys(
                 source_types=frozenset(
                     c.source_type for c in record.facts.connections if c.source_type
                 ),
-                connection_failures=connection_failures(events),
+                connection_failures=connection_failures(record.events),
                 redirect_failures=redirect_failures(outcomes),
             )
 
@@ -161,7 +156,7 @@ def company_ids(redis: Redis, keys: Keys) -> Iterator[str]:
     head = keys.company("")
     for key in redis.scan_iter(match=keys.company("*"), count=1000):
         rest = key.decode()[len(head) :]
-        if rest and ":" not in rest:  # not `{id}:events`
+        if rest and ":" not in rest:
             yield rest
 
 

@@ -42,9 +42,6 @@ class Keys:
     def company(self, company_id: str) -> str:
         return f"{self.prefix}:company:{company_id}"
 
-    def company_events(self, company_id: str) -> str:
-        return f"{self.prefix}:company:{company_id}:events"
-
     @property
     def state_counts(self) -> str:
         return f"{self.prefix}:stats:states"

@@ -20,7 +20,6 @@ index are kept; a company rebuilt afterwards replays only what is left.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -169,39 +168,28 @@ class PurgeReport:
         }
 
 
-def _applied_at(raw: bytes) -> str:
-    try:
-        return str(json.loads(raw).get("appliedAt") or "")
-    except ValueError:
-        return ""
-
-
 def _purge_company(redis: Redis, keys: Keys, company_id: str, cutoff: str, dry_run: bool):
-    key, log_key = keys.company(company_id), keys.company_events(company_id)
+    key = keys.company(company_id)
     with redis.pipeline(transaction=True) as pipe:
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                pipe.watch(key, log_key)
+                pipe.watch(key)
                 raw = pipe.get(key)
                 if raw is None:
                     pipe.reset()
                     return 0, 0
                 record = decode_record(raw)
                 kept = tuple(h for h in record.history if h.at >= cutoff)
+                kept_events = tuple(
+                    e for e in record.events if str(e.get("appliedAt") or "") >= cutoff
+                )
                 old_history = len(record.history) - len(kept)
-                old_events = 0
-                for item in pipe.lrange(log_key, 0, -1):  # oldest first
-                    if _applied_at(item) >= cutoff:
-                        break
-                    old_events += 1
+                old_events = len(record.events) - len(kept_events)
                 if dry_run or not (old_history or old_events):
                     pipe.reset()
                     return old_history, old_events
                 pipe.multi()
-                if old_history:
-                    pipe.set(key, encode_record(replace(record, history=kept)))
-                if old_events:
-                    pipe.ltrim(log_key, old_events, -1)
+                pipe.set(key, encode_record(replace(record, history=kept, events=kept_events)))
                 pipe.execute()
                 return old_history, old_events
             except WatchError:

@@ -380,14 +380,12 @@ def test_loaded_journeys_carry_history_source_types_and_failure_reasons(redis):
 
 def test_failure_reason_falls_back_from_message_to_text_to_code():
     def logged(errors, event_id="e"):
-        return json.dumps(
-            {"id": event_id, "type": "connection.failed", "connection": {"errors": errors}}
-        ).encode()
+        return {"id": event_id, "type": "connection.failed", "connection": {"errors": errors}}
 
     assert connection_failures([logged([["500", "Server Error", None, None]])]) == ("Server Error",)
     assert connection_failures([logged([["500", None, None, None]])]) == ("500",)
     assert connection_failures([logged(None)]) == ("no reason given",)
-    assert connection_failures([b"not json", logged(None, "a"), logged(None, "a")]) == (
+    assert connection_failures([{"type": "other"}, logged(None, "a"), logged(None, "a")]) == (
         "no reason given",
     )
     assert redirect_failures({b"x": b"{bad"}) == ()
