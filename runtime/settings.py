@@ -84,6 +84,7 @@ class Settings:
     inbox_visibility_timeout_seconds: int = 30
     inbox_max_deliveries: int = 5
     drain_max_seconds: int = 20
+    drain_idle_ms: int = 250
     delivery_queue_name: str = "authflow-deliveries"
     allow_private_subscriber_urls: bool = False
     # Seconds before each delivery attempt: Codat's own schedule, about 28 h in all.
@@ -148,6 +149,7 @@ class Settings:
             inbox_visibility_timeout_seconds=_int(env, "INBOX_VISIBILITY_TIMEOUT_SECONDS", 30),
             inbox_max_deliveries=_int(env, "INBOX_MAX_DELIVERIES", 5),
             drain_max_seconds=_int(env, "DRAIN_MAX_SECONDS", 20),
+            drain_idle_ms=_int(env, "DRAIN_IDLE_MS", 250),
             delivery_queue_name=env.get("RQ_DELIVERY_QUEUE") or "authflow-deliveries",
             allow_private_subscriber_urls=_flag(env, "ALLOW_PRIVATE_SUBSCRIBER_URLS"),
             delivery_schedule=_schedule(env.get("DELIVERY_RETRY_SCHEDULE")),

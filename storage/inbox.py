@@ -91,7 +91,16 @@ class Inbox(StreamQueue):
         queued, drain_needed = self._accept(keys=keys, args=args)
         return Acceptance(queued=bool(queued), drain_needed=bool(drain_needed))
 
+    # The drain-scheduled flag: set, a receiver need not queue a drain job.
+    # The receiver sets it (SET NX) when it queues one; the running drain
+    # keeps it set while it reads, and releases it when the inbox is idle.
+
+    def hold_drain_request(self, seconds: int) -> None:
+        self.redis.set(self.keys.drain_scheduled, "1", ex=seconds)
+
+    def claim_drain_request(self, seconds: int) -> bool:
+        """Set the flag unless someone else did (then a drain is queued)."""
+        return bool(self.redis.set(self.keys.drain_scheduled, "1", ex=seconds, nx=True))
+
     def forget_drain_request(self) -> None:
-        """Called by a drain job as it starts: webhooks arriving from now on
-        ask for a new job, so none waits behind a job that has finished reading."""
         self.redis.delete(self.keys.drain_scheduled)

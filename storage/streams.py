@@ -67,9 +67,15 @@ class StreamQueue:
             self.ensure_group()
             return call()
 
-    def read_new(self, consumer: str, count: int) -> list[StreamEntry]:
+    def read_new(
+        self, consumer: str, count: int, *, block_ms: int | None = None
+    ) -> list[StreamEntry]:
+        """Entries never delivered to anyone; with `block_ms`, wait that long
+        for some to arrive if there are none."""
         raw = self._with_group(
-            lambda: self.redis.xreadgroup(self.group, consumer, {self.stream: ">"}, count=count)
+            lambda: self.redis.xreadgroup(
+                self.group, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
         )
         return _entries(raw[0][1]) if raw else []
 
