@@ -17,6 +17,8 @@ seconds apart, and cheap when they happen.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -157,6 +159,9 @@ class CompanyStore:
                     )
                 except WatchError:
                     log.info("company.write_conflict", attempt=_attempt + 1, companies=len(keys))
+                    # Back off a little, at random: writers that collided do
+                    # not collide again in lockstep on a hot company.
+                    time.sleep(random.uniform(0, 0.002 * (_attempt + 1)))
                     continue
         raise ConcurrencyConflict(f"gave up after {MAX_ATTEMPTS} conflicting attempts")
 

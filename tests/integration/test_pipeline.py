@@ -167,7 +167,7 @@ def test_concurrent_workers_on_one_company_lose_no_update(stack_env, redis_url, 
         life.connection("connection.connected", connection)
     life.read("read.completed.initial", *connections[:3])
 
-    env = {**stack_env, "INBOX_BATCH_SIZE": "1"}
+    env = {**stack_env, "INBOX_BATCH_SIZE": "1", "INBOX_VISIBILITY_TIMEOUT_SECONDS": "2"}
     conn = redis_lib.Redis.from_url(redis_url)
     from runtime.settings import Settings
     from workers.context import WorkerContext
