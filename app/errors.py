@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 log = structlog.get_logger(__name__)
+
+try:  # gunicorn parses a chunked body only as the app reads it
+    from gunicorn.http.errors import NoMoreData, ParseException
+
+    UNREADABLE_BODY: tuple[type[Exception], ...] = (ParseException, NoMoreData)
+except ImportError:  # another WSGI server
+    UNREADABLE_BODY = ()
 
 
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
@@ -41,5 +48,16 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        log.exception("request.unhandled_error")
+        if isinstance(exc, UNREADABLE_BODY):  # a malformed or cut chunked body: the client's fault
+            log.warning(
+                "request.unreadable_body", method=request.method, path=request.path, error=repr(exc)
+            )
+            return error_response(400, "malformed_body", "the request body could not be read")
+        # The traceback names the request it broke, not just the code it ran.
+        log.exception(
+            "request.unhandled_error",
+            method=request.method,
+            path=request.path,
+            endpoint=request.endpoint,
+        )
         return error_response(500, "internal_error", "unexpected error; it has been logged")

@@ -116,7 +116,11 @@ def _enqueue_attempt(queue: Queue, pipe, delivery_id_: str, *, delay: float) -> 
         DELIVER_JOB,
         args=(delivery_id_,),
         timeout=DELIVER_JOB_TIMEOUT_SECONDS,
-        result_ttl=0,
+        # Not 0: RQ deletes a job with result_ttl=0 by reading every execution
+        # its registry lists, and one that died with its worker stays listed a
+        # minute after its record expired, so a handed-back job that had done
+        # its work failed there ("Execution ... not found in Redis").
+        result_ttl=60,
         failure_ttl=7 * 24 * 3600,
         description=f"deliver {delivery_id_}",
         # Only for a worker that dies mid-attempt: RQ hands the job back.

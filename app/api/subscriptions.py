@@ -70,7 +70,10 @@ def _json_body(schema: Schema) -> dict:
         raise _BadRequest(413, "payload_too_large", f"bodies are limited to {MAX_JSON_BYTES} bytes")
     if not request.is_json:
         raise _BadRequest(415, "unsupported_media_type", "Content-Type must be application/json")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # silent=True only covers ValueError: deep nesting got through
+        raise _BadRequest(400, "invalid_body", "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise _BadRequest(400, "invalid_body", "the body must be a JSON object")
     try:
