@@ -90,7 +90,6 @@ import multiprocessing
 import os
 import selectors
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -116,6 +115,7 @@ from bench.support import (
     machine_busy_seconds,
     median,
     own_cpu_seconds,
+    run_main,
 )
 from bench.workers import wait_idle
 from devtools.lifecycles import build
@@ -915,9 +915,4 @@ def report(
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except RuntimeError as exc:  # a process or server that would not start, a timeout
-        print(f"\n!!! FAILED: {exc}")
-        code = 1
-    sys.exit(code)
+    run_main(main)

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
-import sys
 import tempfile
 import time
 import uuid
@@ -72,6 +71,7 @@ from bench.support import (
     machine_busy_seconds,
     median,
     own_cpu_seconds,
+    run_main,
 )
 from devtools.lifecycles import LIFECYCLES, build
 from devtools.redis_server import RedisServer, start_redis_server
@@ -432,9 +432,4 @@ def report(runs: list[Run], levels: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except RuntimeError as exc:  # a process or server that would not start, a timeout
-        print(f"\n!!! FAILED: {exc}")
-        code = 1
-    sys.exit(code)
+    run_main(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -116,3 +117,14 @@ def median(values: Iterable[float]) -> float:
 
 def format_counts(counts: Mapping) -> str:
     return ", ".join(f"{key}: {value}" for key, value in sorted(counts.items(), key=str)) or "-"
+
+
+def run_main(main) -> None:
+    """Exit with `main()`'s code; a process or server that would not start,
+    or a timeout (RuntimeError), is a loud failure, never a reported rate."""
+    try:
+        code = main()
+    except RuntimeError as exc:
+        print(f"\n!!! FAILED: {exc}")
+        code = 1
+    sys.exit(code)
