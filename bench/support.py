@@ -9,26 +9,15 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from devtools.stack import CONFIG_VARIABLES
-from tests.processes import REPO_ROOT, TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests import processes
+from tests.processes import REPO_ROOT
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def app_env(redis_url: str, log_level: str) -> dict[str, str]:
-    """The environment tests/conftest.py's ``stack_env`` gives the app's processes:
-    os.environ without any app configuration from the shell, plus a fixed
-    production-like configuration."""
-    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
-    env.update(
-        REDIS_URL=redis_url,
-        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
-        API_TOKEN=TEST_API_TOKEN,
-        APP_ENV="production",
-        LOG_LEVEL=log_level,
-        KEY_PREFIX="authflow",
-    )
-    return env
+    """The environment tests/conftest.py's ``stack_env`` gives the app's processes."""
+    return processes.app_env(redis_url, LOG_LEVEL=log_level)
 
 
 def _stat_fields(pid: int) -> list[str] | None:

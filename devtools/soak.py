@@ -72,7 +72,6 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 from devtools.lifecycles import LIFECYCLES, build
 from devtools.redis_server import start_redis_server
 from devtools.signing import encode_body, signed_headers
-from devtools.stack import CONFIG_VARIABLES
 from devtools.subscriber import Subscriber
 from state_machine import CompanyFacts, apply_events, parse_codat_event
 from state_machine.notifications import notification_id
@@ -83,6 +82,7 @@ from tests.processes import (
     TEST_API_TOKEN,
     TEST_WEBHOOK_SECRET,
     Process,
+    app_env,
     start_gunicorn,
     start_process,
 )
@@ -175,16 +175,8 @@ class SoakConfig:
 def stack_environment(redis_url: str, extra: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
     """The processes' environment: ours (minus app configuration) plus a
     production configuration with short timings, so faults heal in seconds."""
-    from os import environ
-
-    env = {k: v for k, v in environ.items() if k not in CONFIG_VARIABLES}
-    env.pop("GUNICORN_CMD_ARGS", None)
-    env.update(
-        REDIS_URL=redis_url,
-        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
-        API_TOKEN=TEST_API_TOKEN,
-        APP_ENV="production",
-        LOG_LEVEL="INFO",
+    env = app_env(
+        redis_url,
         KEY_PREFIX=PREFIX,
         RQ_QUEUE=QUEUE,
         RQ_DELIVERY_QUEUE=DELIVERY_QUEUE,

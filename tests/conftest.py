@@ -19,7 +19,6 @@ Session-scoped fixtures start lazily, so unit-only runs start no server.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,7 @@ import pytest
 import redis
 
 from devtools.redis_server import RedisServer, start_redis_server
-from devtools.stack import CONFIG_VARIABLES
-from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET, Stack, start_stack
+from tests.processes import Stack, app_env, start_stack
 
 # -- unit tests ----------------------------------------------------------------
 
@@ -94,16 +92,7 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]
 def stack_env(redis_url: str) -> dict[str, str]:
     """os.environ (minus any app configuration or GUNICORN_CMD_ARGS from the
     developer's shell) plus a fixed production-like configuration."""
-    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
-    env.update(
-        REDIS_URL=redis_url,
-        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
-        API_TOKEN=TEST_API_TOKEN,
-        APP_ENV="production",
-        LOG_LEVEL="INFO",
-        KEY_PREFIX="authflow",
-    )
-    return env
+    return app_env(redis_url)
 
 
 @pytest.fixture

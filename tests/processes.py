@@ -43,6 +43,7 @@ __all__ = [
     "Process",
     "ProcessError",
     "Stack",
+    "app_env",
     "free_port",
     "start_gunicorn",
     "start_process",
@@ -59,6 +60,28 @@ TEST_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"codat-authflow-integration-t
 TEST_API_TOKEN = "test-token"
 
 DEFAULT_STOP_TIMEOUT = 15.0
+
+
+def app_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of the app's processes in tests, benchmarks and the
+    soak: os.environ without any app configuration (or GUNICORN_CMD_ARGS)
+    from the developer's shell, plus a fixed production-like configuration,
+    plus `overrides`."""
+    from devtools.stack import CONFIG_VARIABLES  # (it lists GUNICORN_CMD_ARGS too)
+
+    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
+    env.update(
+        REDIS_URL=redis_url,
+        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
+        API_TOKEN=TEST_API_TOKEN,
+        APP_ENV="production",
+        LOG_LEVEL="INFO",
+        KEY_PREFIX="authflow",
+    )
+    env.update(overrides)
+    return env
+
+
 GUNICORN_READY_TIMEOUT = 20.0
 _PORT_ATTEMPTS = 3
 
