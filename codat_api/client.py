@@ -260,6 +260,21 @@ class CodatClient:
             lambda: self._sdk.refresh_data.all(request={"company_id": company_id}),
         )
 
+    def refresh_data_type(
+        self, company_id: str, data_type: str, connection_id: str | None = None
+    ) -> dict[str, Any]:
+        """refresh-data-type: queue a fetch of one data type (of one connection,
+        when `connection_id` is given); Codat answers the queued `PullOperation`."""
+        request: dict[str, Any] = {"company_id": company_id, "data_type": data_type}
+        if connection_id is not None:
+            request["connection_id"] = connection_id
+        return _dump(
+            self._call(
+                "refresh-data-type",
+                lambda: self._sdk.refresh_data.by_data_type(request=request),
+            )
+        )
+
     def get_data_status(self, company_id: str) -> dict[str, dict[str, Any]]:
         """Codat's `DataStatuses`: data type -> `DataStatus`."""
         return _dump(

@@ -103,7 +103,15 @@ class Lifecycle:
             payload_connection["status"] = status
         return self._stamp(body)
 
-    def read(self, event_type: str, *connections: Connection) -> dict[str, Any]:
+    def read(
+        self,
+        event_type: str,
+        *connections: Connection,
+        data_types: tuple[str, ...] = ("invoices", "bankAccounts"),
+        status: str = "Complete",
+        modified: bool = False,
+    ) -> dict[str, Any]:
+        """A read event with one `dataTypes[]` element per connection and data type."""
         body = spec_example(
             event_type,
             "Initial without issues"
@@ -112,10 +120,22 @@ class Lifecycle:
         )
         self._reference(body["payload"]["referenceCompany"])
         template = body["payload"]["dataTypes"][0]
+        issues = (
+            []
+            if status == "Complete"
+            else [{"type": "error.fetch", "message": f"Codat could not read it: {status}"}]
+        )
         body["payload"]["dataTypes"] = [
-            {**template, "connectionId": c.id, "dataType": data_type}
+            {
+                **template,
+                "connectionId": c.id,
+                "dataType": data_type,
+                "status": status,
+                "recordsModified": modified,
+                "issues": issues,
+            }
             for c in connections
-            for data_type in ("invoices", "bankAccounts")
+            for data_type in data_types
         ]
         return self._stamp(body)
 
@@ -222,6 +242,82 @@ def syncing(life: Lifecycle) -> str:
     return "syncing"
 
 
+def failed_read_after_deauthorization(life: Lifecycle) -> str:
+    """Codat's next scheduled read fails with AuthError: it proves nothing."""
+    connection = _happy(life)
+    life.connection("connection.disconnected", connection, example="De-authorized")
+    life.read("read.completed", connection, status="AuthError")
+    return "revoked"
+
+
+def initial_reads_all_failed(life: Lifecycle) -> str:
+    connection = new_connection()
+    life.company("company.created")
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection, data_types=("invoices",), status="FetchError")
+    life.read("read.completed.initial", connection, data_types=("bills",), status="AuthError")
+    return "syncing"
+
+
+def initial_reads_one_type_at_a_time(life: Lifecycle) -> str:
+    """One initial read per data type, the first one failed."""
+    connection = new_connection()
+    life.company("company.created")
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection, data_types=("bills",), status="FetchError")
+    life.read("read.completed.initial", connection, data_types=("invoices",))
+    life.read("read.completed.initial", connection, data_types=("balanceSheet",))
+    return "ready"
+
+
+def new_platform_after_delete(life: Lifecycle) -> str:
+    """The accounting connection is deleted, another platform is linked: it
+    waits for its own sync."""
+    first = _happy(life)
+    life.connection("connection.deleted", first)
+    second = new_connection()
+    life.connection("connection.created", second)
+    life.connection("connection.connected", second)
+    return "linked"
+
+
+def new_platform_synced_after_delete(life: Lifecycle) -> str:
+    first = _happy(life)
+    life.connection("connection.deleted", first)
+    second = Connection(str(uuid.uuid4()), "Accounting", "qhyg", "QuickBooks Online")
+    life.connection("connection.created", second)
+    life.connection("connection.connected", second)
+    life.read("read.completed.initial", second)
+    return "ready"
+
+
+def accounting_and_banking_in_one_read(life: Lifecycle) -> str:
+    accounting, bank = new_connection(), new_connection("Banking")
+    life.company("company.created")
+    for connection in (accounting, bank):
+        life.connection("connection.created", connection)
+        life.connection("connection.connected", connection)
+    life.read("read.completed.initial", accounting, bank, data_types=("bankTransactions",))
+    life.connection("connection.disconnected", accounting, example="De-authorized")
+    return "ready"
+
+
+def unknown_statuses(life: Lifecycle) -> str:
+    """Values Codat may add without notice: stored, never taken as linked."""
+    connection = _happy(life)
+    life.read("read.completed", connection, data_types=("bills",), status="SomethingNew")
+    life.connection("connection.disconnected", connection, status="Suspended")
+    return "revoked"
+
+
+def data_changed_while_ready(life: Lifecycle) -> str:
+    connection = _happy(life)
+    life.read("read.completed", connection, data_types=("invoices",), modified=True)
+    return "ready"
+
+
 LIFECYCLES: dict[str, Callable[[Lifecycle], str]] = {
     "happy_path": happy_path,
     "failed_then_linked": failed_then_linked,
@@ -233,6 +329,14 @@ LIFECYCLES: dict[str, Callable[[Lifecycle], str]] = {
     "company_deleted": company_deleted,
     "linked_waiting_for_sync": linked_waiting_for_sync,
     "syncing": syncing,
+    "failed_read_after_deauthorization": failed_read_after_deauthorization,
+    "initial_reads_all_failed": initial_reads_all_failed,
+    "initial_reads_one_type_at_a_time": initial_reads_one_type_at_a_time,
+    "new_platform_after_delete": new_platform_after_delete,
+    "new_platform_synced_after_delete": new_platform_synced_after_delete,
+    "accounting_and_banking_in_one_read": accounting_and_banking_in_one_read,
+    "unknown_statuses": unknown_statuses,
+    "data_changed_while_ready": data_changed_while_ready,
 }
 
 

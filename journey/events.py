@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from journey.sync_evidence import ObservedRead
 from state_machine import CodatEvent, CompanyFacts, ConnectionFacts, ConnectionSnapshot
 from state_machine.events import (
-    CONNECTION_STATUSES,
     DataConnectionError,
+    DataTypeRead,
     InvalidEvent,
     canonical_timestamp,
 )
@@ -88,7 +89,7 @@ def snapshot_of(connection: Mapping[str, Any]) -> ConnectionSnapshot:
     )
     return ConnectionSnapshot(
         id=str(connection["id"]),
-        status=status if status in CONNECTION_STATUSES else None,
+        status=status if isinstance(status, str) and status else None,
         source_type=_text(connection.get("sourceType")),
         platform_key=_text(connection.get("integrationKey")),
         platform_name=_text(connection.get("platformName")),
@@ -179,21 +180,39 @@ def read_completed(
     company_id: str,
     *,
     initial: bool,
-    connection_ids: Iterable[str],
+    reads: Iterable[DataTypeRead],
     generated_at: str,
     source: str,
 ) -> CodatEvent:
+    """A read event naming each data type read, as Codat's `dataTypes[]` would."""
     event_type = "read.completed.initial" if initial else "read.completed"
-    ids = tuple(sorted(set(connection_ids)))
+    data_types = tuple(sorted(set(reads), key=lambda r: (r.connection_id, r.data_type)))
+    parts = (f"{r.connection_id}/{r.data_type}/{r.status}" for r in data_types)
     return CodatEvent(
-        id=synthetic_id(source, event_type, company_id, generated_at, *ids),
+        id=synthetic_id(source, event_type, company_id, generated_at, *parts),
         type=event_type,
         generated_at=generated_at,
         company_id=company_id,
-        read_connection_ids=ids,
+        data_types=data_types,
         synthetic=True,
         source=source,
     )
+
+
+def reads_observed(
+    company_id: str, reads: Iterable[ObservedRead], *, source: str
+) -> list[CodatEvent]:
+    """Read events for reads observed through Codat's API: one event per
+    instant and kind (initial or not), naming each data type read then."""
+    grouped: dict[tuple[str, bool], list[DataTypeRead]] = {}
+    for read in reads:
+        grouped.setdefault((read.at, read.initial), []).append(
+            DataTypeRead(read.connection_id, read.data_type, read.status)
+        )
+    return [
+        read_completed(company_id, initial=initial, reads=group, generated_at=at, source=source)
+        for (at, initial), group in sorted(grouped.items())
+    ]
 
 
 def _latest_error(snapshot: ConnectionSnapshot) -> tuple[str | None, str | None, str | None]:

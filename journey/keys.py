@@ -9,6 +9,7 @@
 | `{p}:reconcile:{state}` | sorted set | see `storage.reconciliation` |
 | `{p}:reconcile:lock:{companyId}` | string, TTL | one reconciliation of a company at a time |
 | `{p}:reconcile:stuck` | hash | companyId -> JSON report of a company reconciliation cannot move |
+| `{p}:reconcile:refresh:{companyId}` | hash, TTL 7 d | `{conn}/{type}` -> tries of a refresh |
 | `{p}:link:outcomes:{companyId}` | hash, TTL 30 d | connectionId -> the redirect's outcome |
 | `{p}:link:checked:{connectionId}` | string, TTL | throttles the Codat check a redirect triggers |
 """
@@ -33,6 +34,9 @@ class JourneyKeys:
 
     def reconcile_lock(self, company_id: str) -> str:
         return f"{self.prefix}:reconcile:lock:{company_id}"
+
+    def refresh_tries(self, company_id: str) -> str:
+        return f"{self.prefix}:reconcile:refresh:{company_id}"
 
     @property
     def stuck(self) -> str:

@@ -15,9 +15,11 @@ company's history):
    A 404 for the company itself records the company deleted.
 2. If the company is then `linked` or `syncing`: list-pull-operations (and,
    when that history says nothing about the linked connections,
-   get-company-data-status) decide whether the initial sync completed or a
-   read completed (see `journey.sync_evidence`), giving a synthetic
-   `read.completed.initial` or `read.completed`.
+   get-company-data-status) give, per connection and data type, the reads
+   the webhooks would have reported (see `journey.sync_evidence`), as
+   synthetic `read.completed.initial` / `read.completed` events.
+   A company still `syncing` because its initial reads failed has the failed
+   data types re-queued at Codat (see `journey.refresh`).
 3. A company still `linking` whose pending connections all have expired Link
    URLs (one day) cannot progress on its own: it is reported (log line
    `reconcile.stuck`, the `{p}:reconcile:stuck` hash, `GET
@@ -47,13 +49,14 @@ from journey.events import (
     connection_observed,
     is_news,
     observations,
-    read_completed,
+    reads_observed,
     snapshot_of,
 )
+from journey.refresh import refresh_failed_reads
 from journey.service import Journey
 from journey.sync_evidence import from_data_status, from_pull_operations, needs_data_status
 from observability.metrics import record_reconciliation
-from state_machine import CodatEvent, CompanyState
+from state_machine import CodatEvent, CompanyState, merge_event
 from storage.reconciliation import TRACKED_STATES
 
 log = structlog.get_logger(__name__)
@@ -68,6 +71,7 @@ class ReconcileReport:
     state_after: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     sync_evidence: str | None = None
+    refreshed: list[dict[str, Any]] = field(default_factory=list)
     stuck: dict[str, Any] | None = None
     skipped: str | None = None
 
@@ -78,6 +82,7 @@ class ReconcileReport:
             "stateAfter": self.state_after,
             "events": self.events,
             "syncEvidence": self.sync_evidence,
+            "refreshed": self.refreshed,
             "stuck": self.stuck,
             "skipped": self.skipped,
         }
@@ -99,8 +104,12 @@ def _describe(events: list[CodatEvent]) -> list[dict[str, Any]]:
         if event.connection is not None:
             entry["connectionId"] = event.connection.id
             entry["status"] = event.connection.status
-        if event.read_connection_ids:
+        if event.data_types:
             entry["connectionIds"] = list(event.read_connection_ids)
+            entry["dataTypes"] = [
+                {"connectionId": r.connection_id, "dataType": r.data_type, "status": r.status}
+                for r in event.data_types
+            ]
         described.append(entry)
     return described
 
@@ -132,6 +141,7 @@ def _count(journey: Journey, report: ReconcileReport) -> None:
     if report.stuck is not None:
         actions.append("stuck")
     actions += [f"event:{event['type']}" for event in report.events if "type" in event]
+    actions += ["refresh"] * len(report.refreshed)
     for action in actions:
         record_reconciliation(journey.redis, journey.keys.prefix, action)
 
@@ -190,31 +200,21 @@ def _reconcile(journey: Journey, company_id: str) -> ReconcileReport:
         linked = [c.id for c in record.facts.connections if c.is_linked]
         evidence = from_pull_operations(codat.list_pull_operations(company_id), linked)
         if needs_data_status(evidence):
-            evidence = from_data_status(codat.get_data_status(company_id), observed_at=stamp)
+            evidence = from_data_status(
+                codat.get_data_status(company_id), linked, observed_at=stamp
+            )
         report.sync_evidence = evidence.basis
-        reads = []
-        if evidence.initial_completed_at is not None:
-            reads.append(
-                read_completed(
-                    company_id,
-                    initial=True,
-                    connection_ids=evidence.connection_ids,
-                    generated_at=evidence.initial_completed_at,
-                    source=RECONCILIATION,
-                )
-            )
-        elif evidence.read_completed_at is not None and record.facts.sync_started_at is None:
-            reads.append(
-                read_completed(
-                    company_id,
-                    initial=False,
-                    connection_ids=evidence.connection_ids,
-                    generated_at=evidence.read_completed_at,
-                    source=RECONCILIATION,
-                )
-            )
+        reads = [
+            e
+            for e in reads_observed(company_id, evidence.reads, source=RECONCILIATION)
+            if merge_event(record.facts, e) != record.facts
+        ]
         record = journey.apply(company_id, reads) or record
         report.events += _describe(reads)
+
+    if record.state == CompanyState.SYNCING:
+        refreshed = refresh_failed_reads(journey, company_id, record.facts)
+        report.refreshed += [r.to_json() for r in refreshed]
 
     report.state_after = record.state.value
     lifetime = journey.settings.link_url_lifetime_seconds
@@ -268,6 +268,7 @@ def _log(report: ReconcileReport) -> None:
         state_after=report.state_after,
         events=len(report.events),
         sync_evidence=report.sync_evidence,
+        refreshed=len(report.refreshed),
     )
 
 

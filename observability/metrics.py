@@ -175,6 +175,16 @@ RECONCILIATION_ACTIONS = Counter(
     ("action",),
 )
 
+UNKNOWN_VALUE_KINDS = ("event_type", "connection_status", "source_type", "data_type_status")
+UNKNOWN_VALUES = Counter(
+    "authflow_codat_unknown_values",
+    "Values of Codat's enums that we do not know, seen in drained events, by kind: an event "
+    "type we do not act on, a connection status, a sourceType, a data type read status. "
+    "Accepted and stored, never taken as linked or complete; a rise means Codat added one.",
+    ("kind",),
+    tuple((k,) for k in UNKNOWN_VALUE_KINDS),
+)
+
 JOB_OUTCOMES = ("finished", "failed", "retried")
 JOBS = Counter(
     "authflow_rq_jobs",
@@ -202,6 +212,7 @@ COUNTERS: tuple[Counter, ...] = (
     DELIVERIES,
     RECONCILIATION_ACTIONS,
     JOBS,
+    UNKNOWN_VALUES,
 )
 HISTOGRAMS: tuple[Histogram, ...] = (RECEIPT_TO_TRANSITION, RECEIPT_TO_COMMIT)
 
@@ -311,14 +322,19 @@ def record_drain(
     counts: Mapping[str, int],
     *,
     now_ms: int,
+    unknown: Mapping[str, int] | None = None,
 ) -> bool:
-    """After a drain batch committed: inbox outcomes, and for each applied
-    event and each transition the time since its webhook was received.
-    `applied` is `storage.companies.Applied`; entries are inbox `StreamEntry`s."""
+    """After a drain batch committed: inbox outcomes, unknown Codat values by
+    kind, and for each applied event and each transition the time since its
+    webhook was received. `applied` is `storage.companies.Applied`; entries
+    are inbox `StreamEntry`s."""
     updates = [
         counter_update(prefix, INBOX_EVENTS, (outcome,), counts.get(outcome, 0))
         for outcome in INBOX_EVENT_OUTCOMES
         if counts.get(outcome)
+    ]
+    updates += [
+        counter_update(prefix, UNKNOWN_VALUES, (kind,), n) for kind, n in (unknown or {}).items()
     ]
     received = {e.entry_id: _int(e.fields.get(b"received_at")) for e in entries}
     for company_id, outcome in applied.outcomes.items():

@@ -6,10 +6,13 @@ in step.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from state_machine.events import CODAT_DATA_TYPES
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +57,19 @@ def _secrets(raw: str) -> tuple[str, ...]:
         if not secret.startswith("whsec_"):
             raise ConfigError("CODAT_WEBHOOK_SECRETS entries must look like whsec_<base64>")
     return secrets
+
+
+def _data_types(raw: str | None) -> tuple[str, ...]:
+    names = sorted({part.strip() for part in (raw or "").split(",") if part.strip()})
+    for name in names:
+        if name not in CODAT_DATA_TYPES:
+            close = difflib.get_close_matches(name, CODAT_DATA_TYPES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"READY_DATA_TYPES: {name!r} is not one of Codat's data types{hint}; "
+                "use comma-separated names such as balanceSheet,profitAndLoss"
+            )
+    return tuple(names)
 
 
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -107,6 +123,11 @@ class Settings:
     reconcile_interval_seconds: int = 60
     reconcile_batch_size: int = 50
     reconcile_max_seconds: int = 60
+    # Readiness: the data types that must be read completely (empty: any one,
+    # from an initial read); and how reconciliation re-queues failed reads.
+    ready_data_types: tuple[str, ...] = ()
+    refresh_max_tries: int = 3
+    refresh_backoff_seconds: int = 15 * 60
     # Operations (app/ops): a separate token for /ops and /metrics, public metrics.
     ops_token: str | None = field(default=None, repr=False)
     metrics_public: bool = False
@@ -170,6 +191,9 @@ class Settings:
             reconcile_interval_seconds=_int(env, "RECONCILE_INTERVAL_SECONDS", 60),
             reconcile_batch_size=_int(env, "RECONCILE_BATCH_SIZE", 50),
             reconcile_max_seconds=_int(env, "RECONCILE_MAX_SECONDS", 60),
+            ready_data_types=_data_types(env.get("READY_DATA_TYPES")),
+            refresh_max_tries=_int(env, "RECONCILE_REFRESH_MAX_TRIES", 3, minimum=0),
+            refresh_backoff_seconds=_int(env, "RECONCILE_REFRESH_BACKOFF_SECONDS", 900),
             ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
             metrics_public=_flag(env, "METRICS_PUBLIC"),
         )

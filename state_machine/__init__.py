@@ -7,11 +7,9 @@ reconciliation.
 """
 
 from state_machine.company import (
-    CompanyFacts,
     CompanyState,
-    ConnectionFacts,
-    LastError,
     Outcome,
+    Step,
     Transition,
     apply_event,
     apply_events,
@@ -22,11 +20,23 @@ from state_machine.events import (
     CodatEvent,
     ConnectionSnapshot,
     DataConnectionError,
+    DataTypeRead,
     InvalidEvent,
+    ReadIssue,
     parse_codat_event,
+    unknown_values,
 )
+from state_machine.facts import (
+    CompanyFacts,
+    ConnectionFacts,
+    DataTypeFacts,
+    LastError,
+    merge_event,
+)
+from state_machine.readiness import ANY_DATA, Readiness, ReadinessGate, assess
 
 __all__ = [
+    "ANY_DATA",
     "HANDLED_EVENT_TYPES",
     "CodatEvent",
     "CompanyFacts",
@@ -34,12 +44,21 @@ __all__ = [
     "ConnectionFacts",
     "ConnectionSnapshot",
     "DataConnectionError",
+    "DataTypeFacts",
+    "DataTypeRead",
     "InvalidEvent",
     "LastError",
     "Outcome",
+    "ReadIssue",
+    "Readiness",
+    "ReadinessGate",
+    "Step",
     "Transition",
     "apply_event",
     "apply_events",
+    "assess",
     "derive_state",
+    "merge_event",
     "parse_codat_event",
+    "unknown_values",
 ]

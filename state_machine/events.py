@@ -28,8 +28,72 @@ CONNECTION_EVENTS = frozenset(
 READ_EVENTS = frozenset({"read.completed", "read.completed.initial"})
 HANDLED_EVENT_TYPES = COMPANY_EVENTS | CONNECTION_EVENTS | READ_EVENTS
 
-# Codat's `dataConnectionStatus` enum.
+# Codat's `dataConnectionStatus` enum. Codat adds values without notice, so a
+# status outside it is accepted and kept verbatim (see `unknown_values`).
 CONNECTION_STATUSES = ("PendingAuth", "Linked", "Unlinked", "Deauthorized")
+
+# Codat's `sourceType` enum (`Connection.sourceType`).
+SOURCE_TYPES = ("Accounting", "Banking", "BankFeed", "Commerce", "Expense", "Other", "Unknown")
+
+# Codat's `PullOperation.status` enum ("Dataset status"), the `status` of each
+# `dataTypes[]` element of a read event. Only `Complete` means data is there.
+COMPLETE = "Complete"
+DATASET_STATUSES = (
+    "Initial",
+    "Queued",
+    "Fetching",
+    "MapQueued",
+    "Mapping",
+    "Complete",
+    "FetchError",
+    "MapError",
+    "InternalError",
+    "ProcessingQueued",
+    "Processing",
+    "ProcessingError",
+    "ValidationQueued",
+    "Validating",
+    "ValidationError",
+    "AuthError",
+    "Cancelled",
+    "NotSupported",
+    "RateLimitError",
+    "PermissionsError",
+    "PrerequisiteNotMet",
+)
+#: Statuses of a fetch still running (should not appear in a completed read).
+IN_PROGRESS_STATUSES = frozenset(
+    {
+        "Initial",
+        "Queued",
+        "Fetching",
+        "MapQueued",
+        "Mapping",
+        "ProcessingQueued",
+        "Processing",
+        "ValidationQueued",
+        "Validating",
+    }
+)
+
+# Codat's data types (`DataStatus.dataType` in Codat's OpenAPI document), the
+# names `READY_DATA_TYPES` may list.
+CODAT_DATA_TYPES = (
+    "accountTransactions", "balanceSheet", "bankAccounts", "bankTransactions",
+    "billCreditNotes", "billPayments", "bills", "cashFlowStatement", "chartOfAccounts",
+    "company", "creditNotes", "customers", "directCosts", "directIncomes", "invoices",
+    "itemReceipts", "items", "journalEntries", "journals", "paymentMethods", "payments",
+    "profitAndLoss", "purchaseOrders", "salesOrders", "suppliers", "taxRates",
+    "trackingCategories", "transfers", "banking-accountBalances", "banking-accounts",
+    "banking-transactionCategories", "banking-transactions", "commerce-companyInfo",
+    "commerce-customers", "commerce-disputes", "commerce-locations", "commerce-orders",
+    "commerce-paymentMethods", "commerce-payments", "commerce-productCategories",
+    "commerce-products", "commerce-taxComponents", "commerce-transactions",
+)  # fmt: skip
+
+# Bounds on what one read keeps of Codat's `issues[]` (they are for people).
+MAX_ISSUES = 5
+MAX_ISSUE_TEXT = 300
 
 
 class InvalidEvent(ValueError):
@@ -44,6 +108,30 @@ class DataConnectionError:
     status_text: str | None
     error_message: str | None
     errored_on: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIssue:
+    """One entry of a data type read's `issues[]` (Codat's `Issue`)."""
+
+    type: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataTypeRead:
+    """One element of a read event's `payload.dataTypes[]`
+    (Codat's `dataTypeReadSummary`)."""
+
+    connection_id: str
+    data_type: str
+    status: str | None
+    records_modified: bool = False
+    issues: tuple[ReadIssue, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +166,21 @@ class CodatEvent:
     company_name: str | None = None
     company_description: str | None = None
     connection: ConnectionSnapshot | None = None
-    read_connection_ids: tuple[str, ...] = ()
+    data_types: tuple[DataTypeRead, ...] = ()
     synthetic: bool = False
     source: str = field(default="webhook", compare=False)
 
     @property
     def handled(self) -> bool:
         return self.type in HANDLED_EVENT_TYPES
+
+    @property
+    def initial(self) -> bool:
+        return self.type == "read.completed.initial"
+
+    @property
+    def read_connection_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({d.connection_id for d in self.data_types}))
 
 
 def canonical_timestamp(value: Any) -> str:
@@ -159,8 +255,6 @@ def _connection(payload: Mapping[str, Any]) -> ConnectionSnapshot:
     connection = _object(payload, "connection", "payload")
     where = "payload.connection"
     status = _text(connection, "status", where)
-    if status is not None and status not in CONNECTION_STATUSES:
-        raise InvalidEvent(f"{where}.status must be one of {', '.join(CONNECTION_STATUSES)}")
     return ConnectionSnapshot(
         id=_required_text(connection, "id", where),
         status=status,
@@ -175,20 +269,60 @@ def _connection(payload: Mapping[str, Any]) -> ConnectionSnapshot:
     )
 
 
-def _read_connection_ids(payload: Mapping[str, Any]) -> tuple[str, ...]:
-    data_types = payload.get("dataTypes")
-    if data_types is None:
+def _issues(raw: Any, where: str) -> tuple[ReadIssue, ...]:
+    if raw is None:
         return ()
-    if not isinstance(data_types, list):
+    if not isinstance(raw, list):
+        raise InvalidEvent(f"{where}.issues must be an array")
+    issues = []
+    for item in raw[:MAX_ISSUES]:
+        if not isinstance(item, Mapping):
+            raise InvalidEvent(f"{where}.issues items must be objects")
+        kind, message = _text(item, "type", f"{where}.issues[]"), _text(item, "message", where)
+        issues.append(
+            ReadIssue(
+                type=kind[:MAX_ISSUE_TEXT] if kind else kind,
+                message=message[:MAX_ISSUE_TEXT] if message else message,
+            )
+        )
+    return tuple(issues)
+
+
+def _data_types(payload: Mapping[str, Any]) -> tuple[DataTypeRead, ...]:
+    """Every element of `dataTypes[]`, whatever connection it names. Elements
+    without a connection id or data type name cannot be attributed and are
+    left out; an unknown status is kept verbatim."""
+    raw = payload.get("dataTypes")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
         raise InvalidEvent("payload.dataTypes must be an array")
-    ids = set()
-    for item in data_types:
+    where = "payload.dataTypes[]"
+    reads = []
+    for item in raw:
         if not isinstance(item, Mapping):
             raise InvalidEvent("payload.dataTypes items must be objects")
-        connection_id = _text(item, "connectionId", "payload.dataTypes[]")
-        if connection_id:
-            ids.add(connection_id)
-    return tuple(sorted(ids))
+        connection_id = _text(item, "connectionId", where)
+        data_type = _text(item, "dataType", where)
+        status = _text(item, "status", where)
+        modified = item.get("recordsModified")
+        if modified is not None and not isinstance(modified, bool):
+            raise InvalidEvent(f"{where}.recordsModified must be a boolean")
+        if connection_id and data_type:
+            reads.append(
+                DataTypeRead(
+                    connection_id=connection_id,
+                    data_type=data_type,
+                    status=status,
+                    records_modified=bool(modified),
+                    issues=_issues(item.get("issues"), where),
+                )
+            )
+    return tuple(sorted(set(reads), key=_read_order))
+
+
+def _read_order(read: DataTypeRead) -> tuple[str, str, str, bool]:
+    return (read.connection_id, read.data_type, read.status or "", read.records_modified)
 
 
 def _company_reference(payload: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
@@ -237,7 +371,7 @@ def parse_codat_event(body: Mapping[str, Any], *, synthetic: bool = False) -> Co
             company_id=company_id,
             company_name=name,
             company_description=description,
-            read_connection_ids=_read_connection_ids(payload),
+            data_types=_data_types(payload),
         )
     return CodatEvent(**common, company_id=_unhandled_company_id(payload))
 
@@ -249,3 +383,22 @@ def _unhandled_company_id(payload: Mapping[str, Any]) -> str | None:
         return reference["id"]
     company_id = payload.get("companyId")
     return company_id if isinstance(company_id, str) else None
+
+
+def unknown_values(event: CodatEvent) -> list[tuple[str, str]]:
+    """(kind, value) for every value of Codat's enums this event carries that
+    we do not know: accepted and stored as they are, never taken as linked or
+    complete, and counted so that operators see Codat adding a value."""
+    found = []
+    if not event.handled:
+        found.append(("event_type", event.type))
+    if event.connection is not None:
+        status, source_type = event.connection.status, event.connection.source_type
+        if status is not None and status not in CONNECTION_STATUSES:
+            found.append(("connection_status", status))
+        if source_type is not None and source_type not in SOURCE_TYPES:
+            found.append(("source_type", source_type))
+    for read in event.data_types:
+        if read.status is not None and read.status not in DATASET_STATUSES:
+            found.append(("data_type_status", read.status))
+    return found

@@ -28,8 +28,8 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
-from state_machine import CodatEvent, CompanyState, Outcome, apply_events
-from state_machine.notifications import Notification, notifications_for
+from state_machine import ANY_DATA, CodatEvent, CompanyState, Outcome, ReadinessGate, apply_events
+from state_machine.notifications import Notification, notifications_for, ready_connections
 from storage.codec import (
     CompanyRecord,
     HistoryEntry,
@@ -66,10 +66,17 @@ def utc_now() -> str:
 
 class CompanyStore:
     def __init__(
-        self, redis: Redis, keys: Keys, *, history_limit: int = 25, event_log_limit: int = 50
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        history_limit: int = 25,
+        event_log_limit: int = 50,
+        gate: ReadinessGate = ANY_DATA,
     ):
         self.redis = redis
         self.keys = keys
+        self.gate = gate
         self.history_limit = history_limit
         self.event_log_limit = event_log_limit
         self.outbox = Outbox(redis, keys)
@@ -122,19 +129,18 @@ class CompanyStore:
                         )
                         events = events_by_company[company_id]
                         try:
-                            outcome = apply_events(before.facts, events)
+                            outcome = apply_events(
+                                before.facts, events, self.gate, start=before.state
+                            )
                             notes[company_id] = notifications_for(
-                                before.facts,
-                                outcome,
-                                events,
-                                ready_before=before.first_ready_at is not None,
+                                outcome, ready_before=before.ready_connections
                             )
                         except Exception as exc:  # a bug or a poison event; isolate it
                             failed[company_id] = exc
                             continue
                         after = self._record_after(before, outcome, events, stamp)
                         outcomes[company_id], records[company_id] = outcome, after
-                        if raw is None or after.facts != before.facts:
+                        if raw is None or after is not before:
                             writes.append((company_id, raw is None, before, after))
                     pipe.multi()
                     for company_id, is_new, before, after in writes:
@@ -172,7 +178,7 @@ class CompanyStore:
         events: Sequence[CodatEvent],
         stamp: str,
     ) -> CompanyRecord:
-        if outcome.facts == before.facts:
+        if outcome.facts == before.facts and outcome.state == before.state:
             return before  # duplicates and stale events: nothing to keep
         logged = before.events + tuple(event_to_log(e, stamp) for e in events)
         history = before.history + tuple(HistoryEntry.of(t, stamp) for t in outcome.transitions)
@@ -184,5 +190,6 @@ class CompanyStore:
             history=history[-self.history_limit :],
             updated_at=stamp,
             first_ready_at=before.first_ready_at or (stamp if reached_ready else None),
+            ready_connections=ready_connections(outcome, before.ready_connections),
             events=logged[-self.event_log_limit :] if self.event_log_limit else (),
         )

@@ -11,7 +11,8 @@ stored facts and state with the replayed ones. It is the one write outside
 `CompanyStore.apply`, and does what `apply` does around a state change (the
 per-state counts, the reconciliation index) under the same optimistic
 transaction, and records a synthetic `rebuild` history entry. It sends no
-notification: subscribers hear of the next real change.
+notification: subscribers hear of the next real change (a basis it makes
+ready is recorded as announced, like `firstReadyAt`).
 
 Purge: drop history entries and event-log entries older than a cut-off, and
 ignored events. The company's facts and state, `firstReadyAt` and the funnel
@@ -21,13 +22,16 @@ index are kept; a company rebuilt afterwards replays only what is left.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import WatchError
 
 from state_machine import CodatEvent, CompanyFacts, CompanyState, Outcome, apply_events
+from state_machine.readiness import assess
 from storage.codec import CompanyRecord, HistoryEntry, decode_record, encode_record
 from storage.companies import CompanyStore, utc_now
 from storage.funnel import company_ids
@@ -59,7 +63,7 @@ def replay(store: CompanyStore, company_id: str) -> Replay | None:
     if record is None:
         return None
     events = store.events(company_id)
-    outcome = apply_events(CompanyFacts(company_id=company_id), [e for e, _ in events])
+    outcome = apply_events(CompanyFacts(company_id=company_id), [e for e, _ in events], store.gate)
     full = bool(store.event_log_limit) and len(events) >= store.event_log_limit
     return Replay(record, events, outcome, full)
 
@@ -88,12 +92,29 @@ def differences(record: CompanyRecord, outcome: Outcome) -> list[str]:
             where = "stored" if b is None else "replayed"
             found.append(f"connection {connection_id}: only in the {where} company")
             continue
-        for f in fields(a):
-            if _internal(f.name):
-                continue
-            x, y = getattr(a, f.name), getattr(b, f.name)
-            if x != y:
-                found.append(f"connection {connection_id} {f.name}: stored {x!r}, replayed {y!r}")
+        found += _field_differences(f"connection {connection_id}", a, b, skip={"data_types"})
+        stored_types = {d.data_type: d for d in a.data_types}
+        replayed_types = {d.data_type: d for d in b.data_types}
+        for name in sorted(set(stored_types) | set(replayed_types)):
+            x, y = stored_types.get(name), replayed_types.get(name)
+            label = f"connection {connection_id} data type {name}"
+            if x is None or y is None:
+                found.append(
+                    f"{label}: only in the {'stored' if y is None else 'replayed'} company"
+                )
+            else:
+                found += _field_differences(label, x, y)
+    return found
+
+
+def _field_differences(label: str, a: Any, b: Any, skip: Collection[str] = ()) -> list[str]:
+    found = []
+    for f in fields(a):
+        if f.name in skip or _internal(f.name):
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if x != y:
+            found.append(f"{label} {f.name}: stored {x!r}, replayed {y!r}")
     return found
 
 
@@ -110,6 +131,7 @@ def write_rebuilt(store: CompanyStore, expected: CompanyRecord, outcome: Outcome
             if raw is None or decode_record(raw) != expected:
                 raise RecordChanged(f"company {company_id} changed meanwhile; run it again")
             stamp = utc_now()
+            ready = outcome.state == CompanyState.READY
             history = expected.history
             if outcome.state != expected.state:
                 history = (
@@ -130,8 +152,13 @@ def write_rebuilt(store: CompanyStore, expected: CompanyRecord, outcome: Outcome
                 state=outcome.state,
                 history=history[-store.history_limit :],
                 updated_at=stamp,
-                first_ready_at=expected.first_ready_at
-                or (stamp if outcome.state == CompanyState.READY else None),
+                first_ready_at=expected.first_ready_at or (stamp if ready else None),
+                ready_connections=(
+                    (expected.ready_connections or frozenset())
+                    | assess(outcome.facts, store.gate).basis
+                    if ready
+                    else expected.ready_connections
+                ),
             )
             pipe.multi()
             pipe.set(key, encode_record(rebuilt))

@@ -10,6 +10,7 @@ from redis import Redis
 from observability.metrics import webhook_outcome_counter
 from runtime.redis_client import connect
 from runtime.settings import Settings
+from state_machine import ReadinessGate
 from storage.companies import CompanyStore
 from storage.deliveries import DeliveryStore
 from storage.inbox import Inbox
@@ -44,6 +45,7 @@ class WorkerContext:
                 keys,
                 history_limit=settings.history_limit,
                 event_log_limit=settings.event_log_limit,
+                gate=ReadinessGate.of(settings.ready_data_types),
             ),
             subscriptions=SubscriptionStore(redis, keys),
             deliveries=DeliveryStore(redis, keys),

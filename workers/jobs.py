@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 
 import structlog
 
 from observability.metrics import record_drain
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
+from state_machine.events import unknown_values
 from storage.inbox import webhook_id_of
 from storage.streams import StreamEntry, consumer_name
 from workers.context import WorkerContext, current
@@ -28,6 +29,32 @@ from workers.scheduling import enqueue_drain
 log = structlog.get_logger(__name__)
 
 IGNORED_EVENTS_MAXLEN = 10_000
+
+# Unknown Codat values already logged by this process: each is logged once
+# (the metric counts every occurrence). Bounded, so a flood of junk values
+# cannot grow it.
+_UNKNOWN_LOGGED: set[tuple[str, str]] = set()
+_UNKNOWN_LOGGED_MAX = 1_000
+
+
+def _count_unknown_values(decoded: Iterable[tuple[StreamEntry, CodatEvent]]) -> dict[str, int]:
+    """Unknown enum values by kind; logs each distinct one once per process."""
+    counts: Counter[str] = Counter()
+    for entry, event in decoded:
+        for kind, value in unknown_values(event):
+            counts[kind] += 1
+            if (kind, value) in _UNKNOWN_LOGGED or len(_UNKNOWN_LOGGED) >= _UNKNOWN_LOGGED_MAX:
+                continue
+            _UNKNOWN_LOGGED.add((kind, value))
+            log.warning(
+                "codat.unknown_value",
+                kind=kind,
+                value=value[:100],
+                webhook_id=webhook_id_of(entry),
+                event_type=event.type,
+                company_id=event.company_id,
+            )
+    return dict(counts)
 
 
 def drain_inbox() -> dict[str, int]:
@@ -105,6 +132,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
     entry_ids_by_company: dict[str, list[bytes]] = defaultdict(list)
     ignored: list[tuple[StreamEntry, CodatEvent]] = []
     rejected: list[tuple[StreamEntry, str]] = []
+    decoded: list[tuple[StreamEntry, CodatEvent]] = []
 
     for entry in entries:
         try:
@@ -112,6 +140,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
         except InvalidEvent as exc:
             rejected.append((entry, str(exc)))
             continue
+        decoded.append((entry, event))
         if not event.handled:
             ignored.append((entry, event))
             continue
@@ -192,6 +221,6 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
     }
     record_drain(  # observability/metrics.py: inbox outcomes, receipt-to-commit times
         ctx.redis, ctx.store.keys.prefix, entries, events_by_company, entry_ids_by_company,
-        applied, counts, now_ms=committed_ms,
+        applied, counts, now_ms=committed_ms, unknown=_count_unknown_values(decoded),
     )  # fmt: skip
     return counts

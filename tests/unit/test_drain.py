@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
 import fakeredis
 import pytest
+import structlog.testing
 
 from devtools.lifecycles import build, spec_example
 from devtools.signing import encode_body
+from observability.metrics import read_counters
 from runtime.settings import Settings
 from state_machine import CompanyFacts, CompanyState, apply_events
 from storage.keys import INBOX_GROUP
@@ -93,6 +96,35 @@ def test_ignored_events_are_recorded_and_acknowledged(ctx):
     assert ctx.inbox.backlog() == 0
 
 
+def test_unknown_codat_values_are_stored_acknowledged_counted_and_logged_once(ctx):
+    life, _ = build("happy_path")
+    events = copy.deepcopy(life.events)
+    pending = events[1]["payload"]["connection"]
+    pending["status"], pending["sourceType"] = "Suspended", "Telepathy"
+    events[-1]["payload"]["dataTypes"][0]["status"] = "Throttled"
+    repeated = copy.deepcopy(events[1])
+    repeated["id"] = "7f1a2c3e-0000-4000-8000-000000000001"
+    with structlog.testing.capture_logs() as logs:
+        accept_all(ctx, [*events, repeated])
+        totals = drain(ctx)
+    assert totals["applied"] == len(events) + 1 and totals["rejected"] == 0
+    assert ctx.inbox.backlog() == 0
+    record = ctx.store.get(life.company_id)
+    assert record.state == CompanyState.READY  # the other data type was read completely
+    connection = record.facts.connections[0]
+    stored = {d.data_type: d.status for d in connection.data_types}
+    assert "Throttled" in stored.values()
+    unknown = read_counters(ctx.redis, ctx.store.keys.prefix)["authflow_codat_unknown_values"]
+    assert unknown[("connection_status",)] == 2 and unknown[("source_type",)] == 2
+    assert unknown[("data_type_status",)] == 1 and unknown[("event_type",)] == 0
+    logged = [(e["kind"], e["value"]) for e in logs if e["event"] == "codat.unknown_value"]
+    assert sorted(logged) == [
+        ("connection_status", "Suspended"),
+        ("data_type_status", "Throttled"),
+        ("source_type", "Telepathy"),
+    ]
+
+
 def test_an_entry_that_cannot_be_parsed_is_dead_lettered_not_retried_forever(ctx):
     ctx.inbox.accept("msg_bad", b"{not json", 0)
     life, _ = build("happy_path")
@@ -126,10 +158,10 @@ def test_a_company_whose_events_crash_the_state_machine_does_not_block_others(ct
 
     real = companies.apply_events
 
-    def crash_for_poisoned(facts, events):
+    def crash_for_poisoned(facts, events, *args, **kwargs):
         if facts.company_id == poisoned.company_id:
             raise RuntimeError("bug")
-        return real(facts, events)
+        return real(facts, events, *args, **kwargs)
 
     monkeypatch.setattr(companies, "apply_events", crash_for_poisoned)
     totals = drain(ctx)

@@ -17,7 +17,7 @@ from journey.events import (
     read_completed,
     snapshot_of,
 )
-from state_machine import CompanyFacts, apply_events
+from state_machine import CompanyFacts, DataTypeRead, apply_events
 from tests.processes import REPO_ROOT
 
 COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
@@ -108,7 +108,7 @@ def test_a_read_completion_brings_a_linked_company_to_ready():
     read = read_completed(
         COMPANY,
         initial=True,
-        connection_ids=[linked.connection.id],
+        reads=[DataTypeRead(linked.connection.id, "invoices", "Complete")],
         generated_at=T2,
         source=RECONCILIATION,
     )

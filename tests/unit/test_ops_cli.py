@@ -76,12 +76,16 @@ def test_rebuild_of_an_intact_company_reports_no_difference(app):
 def test_rebuild_reports_differences_and_can_write_the_replayed_state(app, redis):
     company_id = ingest(app, "happy_path", datetime.now(UTC))
     record = decode_record(redis.get(Keys().company(company_id)))
-    # As if a bug had stored the wrong state and lost a fact.
+    # As if a bug had stored the wrong state and lost a data type's facts.
+    (connection,) = [c for c in record.facts.connections if c.data_types]
+    lost = connection.data_types[0].data_type
+    damaged = replace(connection, data_types=connection.data_types[1:])
+    others = tuple(c for c in record.facts.connections if c.id != connection.id)
     tamper(
         redis,
         company_id,
         state=CompanyState.SYNCING,
-        facts=replace(record.facts, initial_sync_completed_at=None),
+        facts=replace(record.facts, connections=(*others, damaged)),
     )
     redis.hincrby("authflow:stats:states", "ready", -1)
     redis.hincrby("authflow:stats:states", "syncing", 1)
@@ -89,7 +93,7 @@ def test_rebuild_reports_differences_and_can_write_the_replayed_state(app, redis
     result = run(app, "companies", "rebuild", company_id)
     assert result.exit_code == 1
     assert "state: stored syncing, replayed ready" in result.output
-    assert "initial_sync_completed_at: stored None, replayed" in result.output
+    assert f"connection {connection.id} data type {lost}: only in the replayed" in result.output
     assert decode_record(redis.get(Keys().company(company_id))).state == CompanyState.SYNCING
 
     written = run(app, "companies", "rebuild", company_id, "--write")

@@ -102,6 +102,10 @@ class SpecCodat:
         self.calls.append("get-company-data-status")
         return copy.deepcopy(self.statuses)
 
+    def refresh_data_type(self, company_id, data_type, connection_id=None):
+        self.calls.append(f"refresh-data-type:{connection_id}/{data_type}")
+        return {"dataType": data_type, "status": "Initial"}
+
     def create_connection(self, company_id, platform_key):
         self.calls.append("create-connection")
         fresh = Connection("9a7f1c1e-3b2d-4c5e-8f90-1a2b3c4d5e6f")
@@ -168,7 +172,7 @@ def test_a_link_still_usable_is_checked_again_one_threshold_later(journey, codat
     assert reconcile_due(journey)["checked"] == 0 and codat.calls == []
 
 
-def test_pull_history_evidence_names_the_connections(journey, codat):
+def test_pull_history_evidence_names_the_connections_and_data_types(journey, codat):
     company_id = in_linking(journey, XERO)
     codat.connections = [codat_connection(XERO, "Linked", NOW - 3600)]
     codat.pulls = [
@@ -178,21 +182,62 @@ def test_pull_history_evidence_names_the_connections(journey, codat):
     report = reconcile_company(journey, company_id)
     assert (report.state_before, report.state_after) == ("linking", "ready")
     assert report.sync_evidence == "pull-operations"
-    assert report.events[-1]["connectionIds"] == [XERO.id]
+    initial = [e for e in report.events if e["type"] == "read.completed.initial"]
+    assert {
+        (d["connectionId"], d["dataType"], d["status"]) for e in initial for d in e["dataTypes"]
+    } == {
+        (XERO.id, "invoices", "Complete"),
+        (XERO.id, "bills", "Complete"),
+    }
     assert report.events[-1]["at"] == iso(NOW - 2800).replace("Z", ".000000Z")
     assert "get-company-data-status" not in codat.calls
+    codat.calls.clear()
+    again = reconcile_company(journey, company_id)
+    assert again.events == [], "what the facts already hold is not applied twice"
 
 
 def test_a_sync_under_way_moves_the_company_to_syncing_only(journey, codat):
     company_id = in_linking(journey, XERO)
     codat.connections = [codat_connection(XERO, "Linked", NOW - 3600)]
     codat.pulls = [
-        pull(XERO.id, "invoices", "Complete", NOW - 3000, NOW - 2900),
+        pull(XERO.id, "invoices", "FetchError", NOW - 3000, NOW - 2900),
         pull(XERO.id, "bills", "Fetching", NOW - 3000),
     ]
     report = reconcile_company(journey, company_id)
     assert report.state_after == "syncing"
     assert journey.index.started(company_id, CompanyState.SYNCING) == NOW
+
+
+def test_failed_initial_reads_are_requeued_with_backoff_and_a_bounded_number_of_tries(
+    journey, codat
+):
+    company_id = in_linking(journey, XERO)
+    codat.connections = [codat_connection(XERO, "Linked", NOW - 3600)]
+    codat.pulls = [
+        pull(XERO.id, "invoices", "FetchError", NOW - 3000, NOW - 2900),
+        pull(XERO.id, "customers", "NotSupported", NOW - 3000, NOW - 2900),
+    ]
+    report = reconcile_company(journey, company_id)
+    assert report.state_after == "syncing"
+    assert report.refreshed == [
+        {"connectionId": XERO.id, "dataType": "invoices", "status": "FetchError", "try": 1}
+    ]
+    assert f"refresh-data-type:{XERO.id}/invoices" in codat.calls
+    assert not any("customers" in call for call in codat.calls), "NotSupported is not retried"
+
+    # Within the backoff: nothing. After it, the second try; after the last, never again.
+    assert reconcile_company(journey, company_id).refreshed == []
+    clock = [NOW]
+    journey.clock = lambda: clock[0]
+    tries = [1]
+    for step in range(1, 6):
+        clock[0] = NOW + step * 4 * 3600
+        tries += [r["try"] for r in reconcile_company(journey, company_id).refreshed]
+    assert tries == [1, 2, 3], "RECONCILE_REFRESH_MAX_TRIES (3) bounds the tries"
+    from observability.metrics import RECONCILIATION_ACTIONS, read_counters
+
+    counts = read_counters(journey.redis, journey.keys.prefix)[RECONCILIATION_ACTIONS.name]
+    assert counts[("refresh",)] == 3
 
 
 def test_a_known_connection_codat_no_longer_has_is_recorded_deleted(journey, codat):

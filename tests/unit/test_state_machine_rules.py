@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from devtools.lifecycles import Lifecycle, new_connection, spec_example
@@ -14,15 +16,34 @@ from state_machine import (
     derive_state,
     parse_codat_event,
 )
-from state_machine.events import HANDLED_EVENT_TYPES, canonical_timestamp
+from state_machine.events import HANDLED_EVENT_TYPES, canonical_timestamp, unknown_values
+from state_machine.facts import DataTypeFacts
+from state_machine.readiness import ANY_DATA, ReadinessGate, assess
 
 S = CompanyState
 
 
-def fold(life: Lifecycle):
+def fold(life: Lifecycle, gate: ReadinessGate = ANY_DATA, bodies=None):
+    bodies = life.events if bodies is None else bodies
     return apply_events(
-        CompanyFacts(company_id=life.company_id), [parse_codat_event(b) for b in life.events]
+        CompanyFacts(company_id=life.company_id), [parse_codat_event(b) for b in bodies], gate
     )
+
+
+def read(name="invoices", *, initial=False, complete=True) -> DataTypeFacts:
+    """One data type's facts after a single read at "t"."""
+    return DataTypeFacts(
+        data_type=name,
+        status="Complete" if complete else "FetchError",
+        status_key=("t", int(complete), "e"),
+        first_complete_at="t" if complete else None,
+        initial_read_at="t" if initial else None,
+        initial_complete_at="t" if initial and complete else None,
+    )
+
+
+def linked(connection_id="a", *data_types: DataTypeFacts, status="Linked") -> ConnectionFacts:
+    return ConnectionFacts(connection_id, status=status, ever_linked=True, data_types=data_types)
 
 
 @pytest.mark.parametrize(
@@ -30,52 +51,77 @@ def fold(life: Lifecycle):
     [
         ((), {}, S.CREATED),
         ((ConnectionFacts("a", status="PendingAuth"),), {}, S.LINKING),
-        ((ConnectionFacts("a", status="Linked", ever_linked=True),), {}, S.LINKED),
-        (
-            (ConnectionFacts("a", status="Linked", ever_linked=True),),
-            {"sync_started_at": "t"},
-            S.SYNCING,
-        ),
-        (
-            (ConnectionFacts("a", status="Linked", ever_linked=True),),
-            {"sync_started_at": "t", "initial_sync_completed_at": "t"},
-            S.READY,
-        ),
+        ((linked("a"),), {}, S.LINKED),
+        ((linked("a", read()),), {}, S.SYNCING),
+        ((linked("a", read(initial=True)),), {}, S.READY),
+        # an initial read whose data types all failed: still syncing
+        ((linked("a", read(initial=True, complete=False)),), {}, S.SYNCING),
         # initial sync seen but nothing linked: not ready
         (
-            (ConnectionFacts("a", status="PendingAuth"),),
-            {"initial_sync_completed_at": "t"},
+            (ConnectionFacts("a", status="PendingAuth", data_types=(read(initial=True),)),),
+            {},
             S.LINKING,
         ),
-        ((ConnectionFacts("a", status="Unlinked", ever_linked=True),), {}, S.REVOKED),
-        ((ConnectionFacts("a", status="Deauthorized", ever_linked=True),), {}, S.REVOKED),
-        (
-            (ConnectionFacts("a", status="Linked", ever_linked=True, deleted_at="t"),),
-            {},
-            S.REVOKED,
-        ),
+        ((linked("a", status="Unlinked"),), {}, S.REVOKED),
+        ((linked("a", status="Deauthorized"),), {}, S.REVOKED),
+        # a status Codat may add one day is never taken as linked
+        ((linked("a", read(initial=True), status="Suspended"),), {}, S.REVOKED),
+        ((replace(linked("a"), deleted_at="t"),), {}, S.REVOKED),
         # a pending connection that was deleted before linking leaves nothing
         ((ConnectionFacts("a", status="PendingAuth", deleted_at="t"),), {}, S.CREATED),
-        # one of two banking connections unlinked: still linked
-        (
-            (
-                ConnectionFacts("a", status="Unlinked", ever_linked=True),
-                ConnectionFacts("b", status="Linked", ever_linked=True),
-            ),
-            {"sync_started_at": "t", "initial_sync_completed_at": "t"},
-            S.READY,
-        ),
+        # one of two banking connections unlinked: the other one is ready
+        ((linked("a", status="Unlinked"), linked("b", read(initial=True))), {}, S.READY),
+        # the synced connection is gone, the new one has not synced yet
+        ((linked("a", read(initial=True), status="Unlinked"), linked("b")), {}, S.LINKED),
         # company deleted trumps everything
-        (
-            (ConnectionFacts("a", status="Linked", ever_linked=True),),
-            {"initial_sync_completed_at": "t", "deleted_at": "t"},
-            S.REVOKED,
-        ),
+        ((linked("a", read(initial=True)),), {"deleted_at": "t"}, S.REVOKED),
     ],
 )
 def test_derive_state(connections, extra, expected):
     facts = CompanyFacts(company_id="c", connections=connections, **extra)
     assert derive_state(facts) == expected
+
+
+@pytest.mark.parametrize(
+    ("data_types", "expected"),
+    [
+        ((), S.LINKED),
+        ((read("invoices", initial=True),), S.SYNCING),
+        ((read("balanceSheet", initial=True),), S.SYNCING),
+        # a complete read that is not an initial one counts too: the data is there
+        ((read("balanceSheet"), read("profitAndLoss", initial=True)), S.READY),
+        ((read("balanceSheet", initial=True), read("profitAndLoss", complete=False)), S.SYNCING),
+    ],
+)
+def test_a_gate_needs_every_listed_data_type_complete(data_types, expected):
+    facts = CompanyFacts(company_id="c", connections=(linked("a", *data_types),))
+    gate = ReadinessGate.of(["profitAndLoss", "balanceSheet"])
+    assert derive_state(facts, gate) == expected
+
+
+def test_a_gate_can_be_met_by_several_connections_and_names_them_as_its_basis():
+    facts = CompanyFacts(
+        company_id="c",
+        connections=(
+            linked("acc", read("balanceSheet", initial=True)),
+            linked("bank", read("bankTransactions", initial=True)),
+            linked("other", read("invoices", initial=True)),
+        ),
+    )
+    readiness = assess(facts, ReadinessGate.of(["balanceSheet", "bankTransactions"]))
+    assert readiness.met and readiness.basis == {"acc", "bank"}
+    assert not readiness.missing
+
+
+def test_readiness_names_what_is_missing_and_what_is_failing():
+    facts = CompanyFacts(
+        company_id="c",
+        connections=(linked("a", read("balanceSheet", initial=True, complete=False)),),
+    )
+    readiness = assess(facts, ReadinessGate.of(["balanceSheet", "profitAndLoss"]))
+    assert not readiness.met
+    assert readiness.missing == ("balanceSheet", "profitAndLoss")
+    assert readiness.failing == (("a", "balanceSheet", "FetchError"),)
 
 
 def test_happy_path_transitions_carry_their_cause():
@@ -199,7 +245,6 @@ def test_every_spec_example_of_a_handled_event_parses(event_type):
         (lambda b: b.update(generatedDate="yesterday"), "ISO 8601"),
         (lambda b: b.update(payload=[]), "payload must be an object"),
         (lambda b: b["payload"].pop("referenceCompany"), "referenceCompany must be an object"),
-        (lambda b: b["payload"]["connection"].update(status="Sideways"), "status must be one of"),
         (lambda b: b["payload"]["connection"].pop("id"), "connection.id is required"),
         (lambda b: b["payload"]["connection"].update(dataConnectionErrors={}), "must be an array"),
     ],
@@ -223,3 +268,166 @@ def test_malformed_bodies_are_refused_with_a_reason(mutate, message):
 )
 def test_codat_datetime_forms_are_normalised_to_sortable_utc(raw, canonical):
     assert canonical_timestamp(raw) == canonical
+
+
+# -- what real Codat sends (issue 9): each case through parse_codat_event and the merge
+
+
+def test_a_read_that_fails_after_deauthorization_does_not_bring_the_company_back():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection)
+    life.connection("connection.disconnected", connection, example="De-authorized")
+    life.read("read.completed", connection, data_types=("invoices",), status="AuthError")
+    outcome = fold(life)
+    assert outcome.state == S.REVOKED
+    invoices = outcome.facts.connection(connection.id).data_type("invoices")
+    assert (invoices.status, invoices.error_status) == ("AuthError", "AuthError")
+    assert invoices.error_issues[0].message == "Codat could not read it: AuthError"
+
+
+@pytest.mark.parametrize("status", ["AuthError", "PermissionsError", "FetchError"])
+def test_a_failed_read_proves_nothing_about_linkage(status):
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.read("read.completed.initial", connection, status=status)
+    outcome = fold(life)
+    assert outcome.state == S.LINKING
+    assert not outcome.facts.connection(connection.id).ever_linked
+
+
+def test_an_initial_read_whose_data_types_all_failed_keeps_the_company_syncing():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection, data_types=("invoices",), status="FetchError")
+    life.read("read.completed.initial", connection, data_types=("bills",), status="AuthError")
+    outcome = fold(life)
+    assert outcome.state == S.SYNCING
+    assert assess(outcome.facts).failing == (
+        (connection.id, "bills", "AuthError"),
+        (connection.id, "invoices", "FetchError"),
+    )
+
+
+def test_a_new_platform_linked_after_the_first_is_deleted_waits_for_its_own_sync():
+    life = Lifecycle()
+    first, second = new_connection(), new_connection()
+    life.connection("connection.created", first)
+    life.connection("connection.connected", first)
+    life.read("read.completed.initial", first)
+    life.connection("connection.deleted", first)
+    life.connection("connection.created", second)
+    life.connection("connection.connected", second)
+    assert [t.to_state for t in fold(life).transitions][-2:] == [S.REVOKED, S.LINKED]
+    life.read("read.completed.initial", second)
+    assert fold(life).state == S.READY
+
+
+def test_the_first_initial_read_of_one_data_type_is_not_the_gated_initial_sync():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection, data_types=("invoices",))
+    gate = ReadinessGate.of(["balanceSheet"])
+    assert fold(life, gate).state == S.SYNCING
+    life.read("read.completed.initial", connection, data_types=("balanceSheet",))
+    assert fold(life, gate).state == S.READY
+
+
+def test_an_unknown_connection_status_is_accepted_stored_verbatim_and_never_linked():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection)
+    body = life.connection("connection.disconnected", connection, status="Suspended")
+    assert unknown_values(parse_codat_event(body)) == [("connection_status", "Suspended")]
+    outcome = fold(life)
+    assert outcome.facts.connection(connection.id).status == "Suspended"
+    assert outcome.state == S.REVOKED
+    # on its own, the unknown status does not make a connection linked either
+    alone = fold(life, bodies=[life.events[0], body])
+    assert alone.state == S.CREATED and not alone.facts.connections[0].ever_linked
+
+
+def test_unknown_values_of_every_kind_are_listed():
+    life = Lifecycle()
+    connection = new_connection()
+    read = parse_codat_event(life.read("read.completed", connection, status="Throttled"))
+    assert set(unknown_values(read)) == {("data_type_status", "Throttled")}
+    body = life.connection("connection.created", connection)
+    body["payload"]["connection"]["sourceType"] = "Payroll"
+    assert unknown_values(parse_codat_event(body)) == [("source_type", "Payroll")]
+    other = parse_codat_event(spec_example("client.rateLimit.reached") | {"eventType": "x.new"})
+    assert unknown_values(other) == [("event_type", "x.new")]
+
+
+def test_an_unknown_data_type_status_is_stored_and_not_taken_as_data():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection, status="Throttled")
+    outcome = fold(life)
+    assert outcome.state == S.SYNCING
+    assert outcome.facts.connection(connection.id).data_types[0].status == "Throttled"
+
+
+def test_reconnecting_a_connection_that_had_synced_is_ready_again_without_a_new_read():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    life.read("read.completed.initial", connection)
+    life.connection("connection.disconnected", connection, example="Unlinked")
+    life.connection("connection.reconnected", connection)
+    states = [t.to_state for t in fold(life).transitions]
+    assert states == [S.LINKING, S.LINKED, S.READY, S.REVOKED, S.READY]
+
+
+def test_every_element_of_data_types_is_used_including_several_connections():
+    life = Lifecycle()
+    accounting, bank = new_connection(), new_connection("Banking")
+    for connection in (accounting, bank):
+        life.connection("connection.created", connection)
+        life.connection("connection.connected", connection)
+    life.read("read.completed.initial", accounting, bank, data_types=("invoices", "bills"))
+    facts = fold(life).facts
+    for connection in (accounting, bank):
+        names = [d.data_type for d in facts.connection(connection.id).data_types]
+        assert names == ["bills", "invoices"]
+    assert assess(facts).basis == {accounting.id, bank.id}
+
+
+def test_the_latest_read_of_a_data_type_wins_whatever_the_arrival_order():
+    life = Lifecycle()
+    connection = new_connection()
+    life.connection("connection.created", connection)
+    first = life.read("read.completed.initial", connection, data_types=("invoices",))
+    failed = life.read("read.completed", connection, data_types=("invoices",), status="FetchError")
+    changed = life.read("read.completed", connection, data_types=("invoices",), modified=True)
+    forward = fold(life).facts
+    backward = fold(life, bodies=[life.events[0], changed, failed, first]).facts
+    assert forward == backward
+    invoices = forward.connection(connection.id).data_type("invoices")
+    assert invoices.status == "Complete"
+    assert invoices.first_complete_at == canonical_timestamp(first["generatedDate"])
+    assert invoices.initial_read_at == invoices.initial_complete_at == invoices.first_complete_at
+    assert invoices.modified_at == canonical_timestamp(changed["generatedDate"])
+    assert invoices.error_status == "FetchError"
+    assert invoices.last_read_at == canonical_timestamp(changed["generatedDate"])
+
+
+def test_two_statuses_of_a_data_type_at_the_same_instant_resolve_the_same_way_in_any_order():
+    life = Lifecycle()
+    connection = new_connection()
+    a = life.read("read.completed", connection, data_types=("invoices",))
+    b = life.read("read.completed", connection, data_types=("invoices",), status="FetchError")
+    b["generatedDate"] = a["generatedDate"]
+    assert fold(life, bodies=[a, b]).facts == fold(life, bodies=[b, a]).facts
