@@ -8,6 +8,8 @@ from flask import Blueprint, current_app, jsonify
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.errors import error_response
+from state_machine.facts import DataTypeFacts
+from state_machine.readiness import ANY_DATA, ReadinessGate, assess
 from storage.codec import CompanyRecord
 
 bp = Blueprint("companies", __name__)
@@ -28,15 +30,20 @@ def get_company(company_id: str):
         _path.load({"companyId": company_id})
     except ValidationError as exc:
         return error_response(400, "invalid_company_id", "companyId is malformed", exc.messages)
-    record = current_app.extensions["authflow"].store.get(company_id)
+    store = current_app.extensions["authflow"].store
+    record = store.get(company_id)
     if record is None:
         return error_response(404, "company_not_found", f"no company {company_id!r} is known")
-    return jsonify(company_view(record))
+    return jsonify(company_view(record, store.gate))
 
 
-def company_view(record: CompanyRecord) -> dict[str, Any]:
+def company_view(record: CompanyRecord, gate: ReadinessGate = ANY_DATA) -> dict[str, Any]:
+    """The company as the API and the CLI show it. `readiness` says why the
+    company is (not) ready under `gate`; each connection lists what Codat's
+    reads said about each of its data types."""
     facts = record.facts
     last_error = facts.last_error
+    readiness = assess(facts, gate)
     return {
         "companyId": facts.company_id,
         "name": facts.name,
@@ -53,9 +60,20 @@ def company_view(record: CompanyRecord) -> dict[str, Any]:
                 "created": c.created,
                 "deletedAt": c.deleted_at,
                 "lastError": _error_view(c.last_error),
+                "dataTypes": [_data_type_view(d) for d in c.data_types],
             }
             for c in facts.connections
         ],
+        "readiness": {
+            "readyDataTypes": list(gate.data_types),
+            "met": readiness.met,
+            "connectionIds": sorted(readiness.basis),
+            "missingDataTypes": list(readiness.missing),
+            "failing": [
+                {"connectionId": connection_id, "dataType": data_type, "status": status}
+                for connection_id, data_type, status in readiness.failing
+            ],
+        },
         "initialSync": {
             "startedAt": facts.sync_started_at,
             "completedAt": facts.initial_sync_completed_at,
@@ -66,6 +84,26 @@ def company_view(record: CompanyRecord) -> dict[str, Any]:
         "updatedAt": record.updated_at,
         "history": [h.to_json() for h in record.history],
     }
+
+
+def _data_type_view(d: DataTypeFacts) -> dict[str, Any]:
+    return {
+        "dataType": d.data_type,
+        "status": d.status,
+        "lastReadAt": d.last_read_at,
+        "issues": _issues(d.issues),
+        "firstCompleteAt": d.first_complete_at,
+        "initialReadAt": d.initial_read_at,
+        "initialCompleteAt": d.initial_complete_at,
+        "recordsModifiedAt": d.modified_at,
+        "lastErrorStatus": d.error_status,
+        "lastErrorAt": d.error_key[0] if d.error_key else None,
+        "lastErrorIssues": _issues(d.error_issues),
+    }
+
+
+def _issues(issues) -> list[dict[str, Any]]:
+    return [{"type": i.type, "message": i.message} for i in issues]
 
 
 def _error_view(error) -> dict[str, Any] | None:

@@ -63,7 +63,7 @@ def create_company():
     creation = companies.create_company(
         journey(), body["name"], body.get("description"), body.get("tags")
     )
-    response = jsonify(company_view(creation.record))
+    response = jsonify(company_view(creation.record, journey().store.gate))
     response.status_code = 201 if creation.created else 200
     response.headers["Location"] = url_for(
         "api.companies.get_company", company_id=creation.record.facts.company_id

@@ -154,6 +154,46 @@ class LastError(Schema):
     at = fields.String()
 
 
+class ReadIssue(Schema):
+    type = fields.String(allow_none=True)
+    message = fields.String(allow_none=True)
+
+
+class DataTypeReads(Schema):
+    dataType = fields.String()
+    status = fields.String(
+        allow_none=True,
+        metadata={"description": "Of the latest read (Complete, FetchError, AuthError, ...)"},
+    )
+    lastReadAt = fields.String(allow_none=True)
+    issues = fields.List(fields.Nested(ReadIssue))
+    firstCompleteAt = fields.String(allow_none=True)
+    initialReadAt = fields.String(allow_none=True)
+    initialCompleteAt = fields.String(allow_none=True)
+    recordsModifiedAt = fields.String(allow_none=True)
+    lastErrorStatus = fields.String(allow_none=True)
+    lastErrorAt = fields.String(allow_none=True)
+    lastErrorIssues = fields.List(fields.Nested(ReadIssue))
+
+
+class ReadinessFailure(Schema):
+    connectionId = fields.String()
+    dataType = fields.String()
+    status = fields.String(allow_none=True)
+
+
+class Readiness(Schema):
+    readyDataTypes = fields.List(
+        fields.String(), metadata={"description": "READY_DATA_TYPES; empty means any"}
+    )
+    met = fields.Boolean()
+    connectionIds = fields.List(
+        fields.String(), metadata={"description": "Linked connections whose reads meet the gate"}
+    )
+    missingDataTypes = fields.List(fields.String())
+    failing = fields.List(fields.Nested(ReadinessFailure))
+
+
 class TrackedConnection(Schema):
     id = fields.String()
     status = fields.String(
@@ -166,6 +206,7 @@ class TrackedConnection(Schema):
     created = fields.String(allow_none=True)
     deletedAt = fields.String(allow_none=True)
     lastError = fields.Nested(LastError, allow_none=True)
+    dataTypes = fields.List(fields.Nested(DataTypeReads))
 
 
 class HistoryEntry(Schema):
@@ -191,6 +232,7 @@ class Company(Schema):
         metadata={"enum": ["created", "linking", "linked", "syncing", "ready", "revoked"]}
     )
     connections = fields.List(fields.Nested(TrackedConnection))
+    readiness = fields.Nested(Readiness)
     initialSync = fields.Dict()
     lastError = fields.Nested(LastError, allow_none=True)
     deletedAt = fields.String(allow_none=True)

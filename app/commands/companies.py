@@ -51,7 +51,7 @@ def show(company_id: str, as_json: bool) -> None:
         raise click.ClickException(f"Redis cannot be reached: {exc}") from exc
     if record is None:
         raise click.ClickException(f"no company {company_id!r} is known")
-    view = company_view(record)
+    view = company_view(record, ctx.store.gate)
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
@@ -61,6 +61,16 @@ def show(company_id: str, as_json: bool) -> None:
     sync = view["initialSync"]
     click.echo(
         f"sync      started {sync['startedAt'] or '-'}, initial done {sync['completedAt'] or '-'}"
+    )
+    readiness = view["readiness"]
+    gate = ",".join(readiness["readyDataTypes"]) or "any data type"
+    click.echo(
+        f"readiness {'met' if readiness['met'] else 'not met'} (needs {gate})"
+        + (
+            f", missing {','.join(readiness['missingDataTypes'])}"
+            if readiness["missingDataTypes"]
+            else ""
+        )
     )
     if view["deletedAt"]:
         click.echo(f"deleted   {view['deletedAt']}")
@@ -76,6 +86,12 @@ def show(company_id: str, as_json: bool) -> None:
                 else ""
             )
         )
+        for d in c["dataTypes"]:
+            failure = f", last error {d['lastErrorStatus']}" if d["lastErrorStatus"] else ""
+            click.echo(
+                f"    {d['dataType']}  {d['status'] or '-'} at {d['lastReadAt'] or '-'}"
+                f"  (first complete {d['firstCompleteAt'] or '-'}{failure})"
+            )
     click.echo(f"history ({len(view['history'])}, newest last):")
     for h in view["history"]:
         synthetic = " (synthetic)" if h.get("synthetic") else ""

@@ -96,6 +96,51 @@ def test_a_company_shows_state_connections_sync_errors_and_history(client, redis
     assert all(h["eventId"] and h["eventType"] and h["at"] for h in body["history"])
 
 
+def test_each_connection_shows_what_codat_read_of_each_data_type(client, redis):
+    life, _ = apply_lifecycle(redis, "happy_path")
+    body = client.get(f"/api/companies/{life.company_id}", headers=AUTH).json
+    (linked,) = [c for c in body["connections"] if c["status"] == "Linked"]
+    views = {d["dataType"]: d for d in linked["dataTypes"]}
+    assert set(views) == {"invoices", "bankAccounts"}
+    invoices = views["invoices"]
+    assert invoices["status"] == "Complete" and invoices["lastErrorStatus"] is None
+    assert invoices["firstCompleteAt"] <= invoices["initialCompleteAt"] <= invoices["lastReadAt"]
+    assert invoices["initialReadAt"] == invoices["initialCompleteAt"]
+    assert body["readiness"] == {
+        "readyDataTypes": [],
+        "met": True,
+        "connectionIds": [linked["id"]],
+        "missingDataTypes": [],
+        "failing": [],
+    }
+
+
+def test_readiness_says_which_gated_data_types_are_missing_or_failing(redis):
+    env = {**ENV, "READY_DATA_TYPES": "invoices,balanceSheet"}
+    gated = create_app(env, redis=redis)
+    ctx = WorkerContext.build(Settings.from_env(env), redis)
+    ctx.inbox.ensure_group()
+    life, _ = build("initial_reads_all_failed")
+    for i, body in enumerate(life.events):
+        ctx.inbox.accept(f"{life.company_id}-{i}", encode_body(body), 0)
+    drain(ctx)
+    body = gated.test_client().get(f"/api/companies/{life.company_id}", headers=AUTH).json
+    assert body["state"] == "syncing"
+    readiness = body["readiness"]
+    assert readiness["met"] is False and readiness["connectionIds"] == []
+    assert readiness["readyDataTypes"] == ["balanceSheet", "invoices"]
+    assert readiness["missingDataTypes"] == ["balanceSheet", "invoices"]
+    # bills failed too, but the gate does not need it: only invoices is failing
+    assert [(f["dataType"], f["status"]) for f in readiness["failing"]] == [
+        ("invoices", "FetchError")
+    ]
+    views = {d["dataType"]: d for c in body["connections"] for d in c["dataTypes"]}
+    assert views["bills"]["status"] == views["bills"]["lastErrorStatus"] == "AuthError"
+    failed = views["invoices"]
+    assert failed["firstCompleteAt"] is None and failed["lastErrorStatus"] == failed["status"]
+    assert failed["lastErrorIssues"] and failed["lastErrorIssues"][0]["message"]
+
+
 def test_health_needs_no_token(client):
     assert client.get("/healthz").json == {"status": "ok"}
     assert client.get("/readyz").json == {"status": "ready"}
