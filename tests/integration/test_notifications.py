@@ -14,9 +14,10 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from devtools.lifecycles import LIFECYCLES, build
+from devtools.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
 from devtools.signing import encode_body, signed_headers
 from devtools.subscriber import Subscriber
+from state_machine.notifications import notification_id
 from tests.processes import (
     TEST_API_TOKEN,
     TEST_WEBHOOK_SECRET,
@@ -185,6 +186,86 @@ def test_company_ready_once_per_company_with_workers_killed_midway(
     with httpx.Client(base_url=base_url, headers=AUTH) as client:
         for life, state in lifecycles:
             assert client.get(f"/api/companies/{life.company_id}").json()["state"] == state
-    assert all(len(ids) == 1 for ids in by_company.values()), by_company
+    # Once per company and basis: the first readiness has the company's own
+    # id; only a platform linked after a deletion may add one more.
+    kinds = {life.company_id: life for life, _ in lifecycles}
+    for company_id, ids in by_company.items():
+        assert notification_id("company.ready", company_id) in ids, company_id
+        platforms = len(
+            {
+                e["payload"]["connection"]["id"]
+                for e in kinds[company_id].events
+                if "connection" in e["payload"]
+            }
+        )
+        assert len(ids) <= platforms, (company_id, ids)
     assert subscriber.state.rejected == 0
     assert conn.xlen("authflow:inbox") == 0
+
+
+@pytest.fixture
+def gated_stack(env, tmp_path):
+    gated = {**env, "READY_DATA_TYPES": "balanceSheet,profitAndLoss"}
+    web = start_gunicorn(gated, workers=1, log_dir=tmp_path)
+    workers = start_rq_workers(gated, 2, log_dir=tmp_path)
+    yield {"web": web}
+    for process in [*workers, web]:
+        process.stop()
+
+
+def test_with_a_gate_company_ready_comes_once_after_the_last_required_data_type(
+    gated_stack, subscriber
+):
+    """Codat sends `read.completed.initial` the first time each data type is
+    stored. With READY_DATA_TYPES=balanceSheet,profitAndLoss, initial reads
+    arriving one data type at a time, shuffled and repeated, make the company
+    ready exactly once, and only after the last required one."""
+    base_url = gated_stack["web"].url
+    subscribe(base_url, subscriber, ["*"])
+    rng = random.Random(9)
+    life, connection = Lifecycle(), new_connection()
+    life.company("company.created")
+    life.connection("connection.created", connection)
+    life.connection("connection.connected", connection)
+    required = ["balanceSheet", "profitAndLoss"]
+    rng.shuffle(required)
+    reads = {
+        name: life.read("read.completed.initial", connection, data_types=(name,))
+        for name in ["invoices", "bankAccounts", *required]
+    }
+    last = reads.pop(required[-1])
+    before = [e for e in life.events if e is not last]
+    rng.shuffle(before)
+
+    def post(body, n):
+        raw = encode_body(body)
+        headers = signed_headers(TEST_WEBHOOK_SECRET, raw, webhook_id=f"msg_{body['id']}_{n}")
+        response = httpx.post(f"{base_url}/webhooks/codat", content=raw, headers=headers)
+        assert response.status_code in (200, 202), response.text
+
+    for n, body in enumerate(before * 2):  # every delivery twice
+        post(body, n)
+
+    def company():
+        return httpx.get(f"{base_url}/api/companies/{life.company_id}", headers=AUTH).json()
+
+    def read_types(view):
+        return {d["dataType"] for c in view.get("connections", []) for d in c["dataTypes"]}
+
+    subscriber.wait_for(lambda _: read_types(company()) == set(reads), timeout=30)
+    view = company()
+    assert view["state"] == "syncing"
+    assert view["readiness"]["missingDataTypes"] == [required[-1]]
+    assert subscriber.of_type("company.ready") == []
+
+    post(last, 0)
+    post(last, 1)
+    subscriber.wait_for(lambda s: len(s.of_type("company.ready")) == 1, timeout=30)
+    time.sleep(1.0)  # a second one would have come by now
+    (ready,) = subscriber.of_type("company.ready")
+    data = ready.envelope["data"]
+    assert ready.webhook_id == notification_id("company.ready", life.company_id)
+    assert data["readyDataTypes"] == ["balanceSheet", "profitAndLoss"]
+    assert {d["type"] for d in data["dataTypes"]} >= {"balanceSheet", "profitAndLoss"}
+    assert data["cause"]["eventId"] == last["id"]
+    assert company()["state"] == "ready"
