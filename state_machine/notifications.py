@@ -48,9 +48,6 @@ NOTIFICATION_TYPES = (
     "company.data_changed",
     "connection.failed",
 )
-#: Sent only to subscriptions that name them (or `*`); the others are the
-#: lifecycle every subscriber of the journey needs.
-OPT_IN_TYPES = ("company.data_changed",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,30 @@ def test_unhandled_event_types_are_accepted(client, redis):
     assert redis.xlen("authflow:inbox") == 1
 
 
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b["payload"]["connection"].update(status="Suspended"),
+        lambda b: b["payload"]["connection"].update(sourceType="Telepathy"),
+        lambda b: b["payload"]["connection"].update(status=None),
+    ],
+    ids=["connection status", "source type", "null status"],
+)
+def test_values_codat_may_add_are_accepted_not_retried_for_28_hours(client, redis, mutate):
+    event = Lifecycle().connection("connection.disconnected", new_connection())
+    mutate(event)
+    body = encode_body(event)
+    assert post(client, body, signed_headers(SECRET, body)).status_code == 202
+    assert redis.xlen("authflow:inbox") == 1
+
+
+def test_an_unknown_read_status_is_accepted(client, redis):
+    event = Lifecycle().read("read.completed", new_connection(), status="Throttled")
+    body = encode_body(event)
+    assert post(client, body, signed_headers(SECRET, body)).status_code == 202
+    assert redis.xlen("authflow:inbox") == 1
+
+
 def _tampered_body(body, headers):
     return body.replace(b"Linked", b"Unlinked"), headers
 
