@@ -234,6 +234,8 @@ def _merge_status(connection: ConnectionFacts, status: str, key: VersionKey) -> 
     ever_linked = connection.ever_linked or status == LINKED
     if _newer(connection.status_key, key):
         return replace(connection, status=status, status_key=key, ever_linked=ever_linked)
+    if ever_linked == connection.ever_linked:
+        return connection
     return replace(connection, ever_linked=ever_linked)
 
 
@@ -295,12 +297,15 @@ def _merge_read_event(facts: CompanyFacts, event: CodatEvent) -> CompanyFacts:
     proves nothing about linkage and is only recorded as the data type's
     status."""
     for read in event.data_types:
-        connection = facts.connection(read.connection_id) or ConnectionFacts(id=read.connection_id)
-        connection = _merge_data_type(connection, read, event)
+        current = facts.connection(read.connection_id)
+        connection = _merge_data_type(
+            current or ConnectionFacts(id=read.connection_id), read, event
+        )
         if read.complete:
             key = (event.generated_at, INFERRED_LINKED_RANK, event.id)
             connection = _merge_status(connection, LINKED, key)
-        facts = _with_connection(facts, connection)
+        if connection is not current:
+            facts = _with_connection(facts, connection)
     return facts
 
 
@@ -311,19 +316,26 @@ def _merge_data_type(
     current = connection.data_type(read.data_type) or DataTypeFacts(data_type=read.data_type)
     # Same instant, two statuses: the status text breaks the tie, then the id.
     key = (at, 1 if read.complete else 0, f"{event.id}\x1f{read.status or ''}")
-    merged = replace(
-        current,
+    latest = _newer(current.status_key, key)
+    error = read.status != COMPLETE and _newer(current.error_key, key)
+    # One constructor call, not a chain of `replace`: this is the hot path.
+    merged = DataTypeFacts(
+        data_type=read.data_type,
+        status=read.status if latest else current.status,
+        status_key=key if latest else current.status_key,
+        issues=read.issues if latest else current.issues,
         first_complete_at=_earliest(current.first_complete_at, at if read.complete else None),
         initial_read_at=_earliest(current.initial_read_at, at if event.initial else None),
         initial_complete_at=_earliest(
             current.initial_complete_at, at if event.initial and read.complete else None
         ),
         modified_at=_latest(current.modified_at, at if read.records_modified else None),
+        error_status=read.status if error else current.error_status,
+        error_key=key if error else current.error_key,
+        error_issues=read.issues if error else current.error_issues,
     )
-    if _newer(current.status_key, key):
-        merged = replace(merged, status=read.status, status_key=key, issues=read.issues)
-    if read.status != COMPLETE and _newer(current.error_key, key):
-        merged = replace(merged, error_status=read.status, error_key=key, error_issues=read.issues)
+    if merged == current:
+        return connection
     others = tuple(d for d in connection.data_types if d.data_type != read.data_type)
     data_types = tuple(sorted((*others, merged), key=lambda d: d.data_type))
     return replace(connection, data_types=data_types)
