@@ -16,8 +16,8 @@ from app.errors import register_error_handlers
 from app.journey_setup import init_journey
 from app.ops import init_ops
 from app.signature import SignatureVerifier
-from runtime.logs import configure_logging
-from runtime.settings import Settings
+from codat_authflow.logs import configure_logging
+from codat_authflow.settings import Settings
 from workers.context import WorkerContext
 
 

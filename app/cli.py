@@ -17,10 +17,10 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from codat_api import CodatError
-from journey.reconcile import reconcile_company, reconcile_due
-from journey.service import Journey
-from storage.codec import decode_record
+from codat_authflow.journey.codat import CodatError
+from codat_authflow.journey.reconcile import reconcile_company, reconcile_due
+from codat_authflow.journey.service import Journey
+from codat_authflow.storage.codec import decode_record
 
 
 def _journey() -> Journey:

@@ -10,9 +10,9 @@ from flask import Flask
 
 from app.api.inputs import InputError
 from app.errors import error_response
-from codat_api import CodatError
-from journey.errors import JourneyError
-from journey.service import Journey
+from codat_authflow.journey.codat import CodatError
+from codat_authflow.journey.errors import JourneyError
+from codat_authflow.journey.service import Journey
 
 
 def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Journey:

@@ -8,7 +8,7 @@ with the reserved parameters, for example:
       &platform={platform}&platformName={platformName}&sourceType={sourceType}
 
 No bearer token: the user's browser lands here. The query string is not
-trusted for state (see `journey.link_callback`): it names the connection to
+trusted for state (see `codat_authflow.journey.link_callback`): it names the connection to
 check with Codat, and the outcome shown is what Codat confirms. The user is
 then redirected to LINK_SUCCESS_URL or LINK_FAILURE_URL (with `outcome`,
 `companyId` and `connectionId` added to the URL's query string), or, when
@@ -21,9 +21,9 @@ from flask import Blueprint, current_app, redirect, render_template_string, requ
 from marshmallow import ValidationError
 
 from app.api.schemas import LinkCallbackQuery
-from codat_api import add_query_params
-from journey.link_callback import SUCCESS_OUTCOMES, CallbackResult, handle_callback
-from journey.service import Journey
+from codat_authflow.journey.codat import add_query_params
+from codat_authflow.journey.link_callback import SUCCESS_OUTCOMES, CallbackResult, handle_callback
+from codat_authflow.journey.service import Journey
 
 bp = Blueprint("link_callback", __name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from devtools.lifecycles import build
-from devtools.signing import encode_body, signed_headers
+from tests.support.lifecycles import build
+from tests.support.signing import encode_body, signed_headers
 
 DEV_ENV = Path(__file__).resolve().parent.parent / "var" / "dev.env"
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from devtools.redis_server import (
+from tests.support.redis_server import (
     RedisBinaryNotFoundError,
     free_port,
     kill_with_parent,
@@ -54,7 +54,7 @@ PREFERRED_REDIS_PORT = 6380
 DEFAULT_PORT = "8000"
 LOOPBACK = "127.0.0.1"
 
-#: Configuration variables shown at start-up when set (see runtime/settings.py
+#: Configuration variables shown at start-up when set (see codat_authflow/settings.py
 #: and the README's configuration table), besides everything in var/dev.env.
 CONFIG_VARIABLES = (
     "APP_ENV",

@@ -3,7 +3,7 @@
 Unit tests:
     fakeredis_server, fakeredis_conn   in-memory Redis, fresh per test.
 
-Integration tests (real processes; helpers in tests/processes.py):
+Integration tests (real processes; helpers in tests/support/processes.py):
     redis_server           one private redis-server/valkey-server for the session,
                            on a free loopback port, nothing written to disk.
                            Never the machine's shared Redis on 6379.
@@ -27,8 +27,8 @@ import fakeredis
 import pytest
 import redis
 
-from devtools.redis_server import RedisServer, start_redis_server
-from tests.processes import Stack, app_env, start_stack
+from tests.support.processes import Stack, app_env, start_stack
+from tests.support.redis_server import RedisServer, start_redis_server
 
 # -- unit tests ----------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import sys
 import structlog
 from rq import Queue
 
-from runtime.logs import configure_logging
-from runtime.settings import ConfigError, Settings
+from codat_authflow.logs import configure_logging
+from codat_authflow.settings import ConfigError, Settings
 from workers.context import current
 from workers.scheduling import enqueue_drain
 from workers.worker import AuthflowWorker

@@ -14,8 +14,8 @@ import sys
 
 from rq.cron import CronScheduler
 
-from runtime.logs import configure_logging
-from runtime.settings import ConfigError, Settings
+from codat_authflow.logs import configure_logging
+from codat_authflow.settings import ConfigError, Settings
 from workers import reconcile
 from workers.context import current
 from workers.scheduling import sweep
@@ -37,7 +37,9 @@ def main() -> int:
         result_ttl=60,
         name="sweep",
     )
-    reconcile.register(scheduler, settings)  # RECONCILE_INTERVAL_SECONDS; journey/reconcile.py
+    reconcile.register(
+        scheduler, settings
+    )  # RECONCILE_INTERVAL_SECONDS; codat_authflow/journey/reconcile.py
     scheduler.start()
     return 0
 

@@ -7,15 +7,15 @@ from functools import cache
 
 from redis import Redis
 
-from observability.metrics import webhook_outcome_counter
-from runtime.redis_client import connect
-from runtime.settings import Settings
+from codat_authflow.observability.metrics import webhook_outcome_counter
+from codat_authflow.redis_client import connect
+from codat_authflow.settings import Settings
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.deliveries import DeliveryStore
+from codat_authflow.storage.inbox import Inbox
+from codat_authflow.storage.keys import Keys
+from codat_authflow.storage.subscriptions import SubscriptionStore
 from state_machine import ReadinessGate
-from storage.companies import CompanyStore
-from storage.deliveries import DeliveryStore
-from storage.inbox import Inbox
-from storage.keys import Keys
-from storage.subscriptions import SubscriptionStore
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 
 import structlog
 
-from observability.metrics import record_drain
+from codat_authflow.observability.metrics import record_drain
+from codat_authflow.storage.inbox import webhook_id_of
+from codat_authflow.storage.streams import StreamEntry, consumer_name
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
 from state_machine.events import unknown_values
-from storage.inbox import webhook_id_of
-from storage.streams import StreamEntry, consumer_name
 from workers.context import WorkerContext, current
 from workers.notify import relay
 from workers.scheduling import enqueue_drain
@@ -219,7 +219,8 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
         "rejected": len(rejected),
         "failed": sum(len(events_by_company[c]) for c in applied.failed),
     }
-    record_drain(  # observability/metrics.py: inbox outcomes, receipt-to-commit times
+    # codat_authflow/observability/metrics.py: inbox outcomes, receipt-to-commit times
+    record_drain(
         ctx.redis, ctx.store.keys.prefix, entries, events_by_company, entry_ids_by_company,
         applied, counts, now_ms=committed_ms, unknown=_count_unknown_values(decoded),
     )  # fmt: skip

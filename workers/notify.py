@@ -26,11 +26,11 @@ import structlog
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 
-from observability.metrics import record_delivery
-from outbound.sender import make_client, send
-from storage.deliveries import Attempt, Delivery, delivery_id
-from storage.outbox import Outbox
-from storage.streams import StreamEntry, consumer_name
+from codat_authflow.delivery.sender import make_client, send
+from codat_authflow.observability.metrics import record_delivery
+from codat_authflow.storage.deliveries import Attempt, Delivery, delivery_id
+from codat_authflow.storage.outbox import Outbox
+from codat_authflow.storage.streams import StreamEntry, consumer_name
 from workers.context import WorkerContext, current
 
 log = structlog.get_logger(__name__)

@@ -1,5 +1,5 @@
 """The reconciliation job, run by RQ's cron scheduler (`python -m workers.clock`)
-every RECONCILE_INTERVAL_SECONDS on the inbox queue. See `journey.reconcile`.
+every RECONCILE_INTERVAL_SECONDS on the inbox queue. See `codat_authflow.journey.reconcile`.
 
 Each run is bounded (RECONCILE_BATCH_SIZE companies, RECONCILE_MAX_SECONDS),
 so it never holds a worker long away from the webhook inbox; whatever is left
@@ -13,9 +13,9 @@ from typing import Any
 
 from rq.cron import CronScheduler
 
-from journey.reconcile import reconcile_due
-from journey.service import Journey
-from runtime.settings import Settings
+from codat_authflow.journey.reconcile import reconcile_due
+from codat_authflow.journey.service import Journey
+from codat_authflow.settings import Settings
 from workers.context import current
 
 JOB_NAME = "reconcile"

@@ -23,7 +23,7 @@ import structlog
 from rq.job import Job, JobStatus
 from rq.worker import SimpleWorker
 
-from observability.metrics import record_job
+from codat_authflow.observability.metrics import record_job
 
 log = structlog.get_logger("authflow.job")
 

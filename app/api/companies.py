@@ -8,9 +8,9 @@ from flask import Blueprint, current_app, jsonify
 from marshmallow import Schema, ValidationError, fields, validate
 
 from app.errors import error_response
+from codat_authflow.storage.codec import CompanyRecord
 from state_machine.facts import DataTypeFacts
 from state_machine.readiness import ANY_DATA, ReadinessGate, assess
-from storage.codec import CompanyRecord
 
 bp = Blueprint("companies", __name__)
 

@@ -1,5 +1,5 @@
 """`GET /api/funnel?from=&to=&sourceType=`: the authorization funnel of the
-companies first seen in [from, to) (see `funnel.compute` for the
+companies first seen in [from, to) (see `codat_authflow.funnel.compute` for the
 definitions). `from`/`to` are ISO 8601 dates or date-times (UTC unless they
 say otherwise); the default is the last 30 days, the longest period 366 days.
 `sourceType` (Accounting, Banking, Commerce, ...) keeps only companies with a
@@ -19,8 +19,8 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app.auth import require_api_token
 from app.errors import error_response
-from funnel.compute import Funnel, compute_funnel
-from storage.funnel import cohort, load_journeys
+from codat_authflow.funnel.compute import Funnel, compute_funnel
+from codat_authflow.storage.funnel import cohort, load_journeys
 
 bp = Blueprint("funnel", __name__, url_prefix="/api")
 bp.before_request(require_api_token)

@@ -27,9 +27,9 @@ from app.api import schemas
 from app.api.companies import company_view
 from app.api.inputs import json_body, path_value, query_args
 from app.api.openapi import document
-from codat_api import integrations_query
-from journey import companies, connections, integrations, reconcile
-from journey.service import Journey
+from codat_authflow.journey import companies, connections, integrations, reconcile
+from codat_authflow.journey.codat import integrations_query
+from codat_authflow.journey.service import Journey
 
 bp = Blueprint("journey", __name__)
 

@@ -13,10 +13,10 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.errors import error_response
-from outbound.url_guard import MAX_URL_LENGTH, UnsafeURL, check_url
+from codat_authflow.delivery.url_guard import MAX_URL_LENGTH, UnsafeURL, check_url
+from codat_authflow.storage.deliveries import Delivery
+from codat_authflow.storage.subscriptions import Subscription
 from state_machine.notifications import NOTIFICATION_TYPES
-from storage.deliveries import Delivery
-from storage.subscriptions import Subscription
 from workers.context import WorkerContext
 from workers.notify import replay_dead_letters
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from app.api.companies import company_view
 from app.commands.groups import OpsGroup
-from storage.maintenance import RecordChanged, replay, write_rebuilt
+from codat_authflow.storage.maintenance import RecordChanged, replay, write_rebuilt
 from workers.context import WorkerContext
 
 

@@ -10,8 +10,8 @@ from flask import current_app
 
 from app.api.funnel import FunnelQueryError, compute, funnel_view, parse_query
 from app.commands.groups import OpsGroup
-from storage.funnel import rebuild_index
-from storage.maintenance import RecordChanged, purge_history
+from codat_authflow.storage.funnel import rebuild_index
+from codat_authflow.storage.maintenance import RecordChanged, purge_history
 from workers.context import WorkerContext
 
 

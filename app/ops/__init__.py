@@ -18,7 +18,7 @@ from app.ops.metrics_view import install_metrics
 from app.ops.request_log import install_request_logging
 from app.ops.rq import URL_PREFIX as RQ_URL_PREFIX
 from app.ops.rq import mount_rq_dashboard
-from funnel.compute import STEPS, Funnel
+from codat_authflow.funnel.compute import STEPS, Funnel
 
 bp = Blueprint("ops", __name__, url_prefix="/ops", template_folder="templates")
 bp.before_request(require_ops_auth)

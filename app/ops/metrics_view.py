@@ -1,4 +1,4 @@
-"""`GET /metrics`: the Prometheus exposition (observability.collector), and
+"""`GET /metrics`: the Prometheus exposition (codat_authflow.observability.collector), and
 the count of webhooks by outcome, recorded once the answer has been sent.
 
 Protected like `/ops` (basic or bearer, the ops token) unless METRICS_PUBLIC=1.
@@ -10,8 +10,8 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.ops.auth import require_ops_auth
-from observability.collector import AuthflowCollector, build_registry
-from observability.metrics import record_webhook, write
+from codat_authflow.observability.collector import AuthflowCollector, build_registry
+from codat_authflow.observability.metrics import record_webhook, write
 
 bp = Blueprint("metrics", __name__)
 

@@ -33,9 +33,9 @@ import fakeredis
 import httpx
 import pytest
 
-from codat_api import build_http_client
-from journey.service import Journey
-from tests.processes import REPO_ROOT, Process, ProcessError, free_port, start_process
+from codat_authflow.journey.codat import build_http_client
+from codat_authflow.journey.service import Journey
+from tests.support.processes import REPO_ROOT, Process, ProcessError, free_port, start_process
 
 SPEC = REPO_ROOT / "tests" / "data" / "Codat-Platform.json"
 PRISM_BIN = REPO_ROOT / "tools" / "prism" / "node_modules" / ".bin" / "prism"

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from codat_api import (
+from codat_authflow.journey.codat import (
     CodatClient,
     CodatInvalidResponse,
     CodatNotFound,
@@ -25,7 +25,7 @@ from codat_api import (
     integrations_query,
 )
 from tests.contract.conftest import TEST_CODAT_KEY
-from tests.processes import free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.contract
 

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from codat_api import build_http_client
-from devtools.lifecycles import Connection, Lifecycle
+from codat_authflow.journey.codat import build_http_client
 from state_machine import parse_codat_event
 from tests.contract.conftest import AUTH, use_http_client
+from tests.support.lifecycles import Connection, Lifecycle
 
 pytestmark = pytest.mark.contract
 
@@ -137,8 +137,8 @@ def test_a_codat_timeout_is_504_and_a_retry_creates_once(journey_app, codat_mock
 
 def test_without_a_codat_key_the_journey_is_503_and_webhooks_still_work(redis):
     from app import create_app
-    from devtools.signing import encode_body, signed_headers
     from tests.contract.conftest import journey_env
+    from tests.support.signing import encode_body, signed_headers
 
     env = journey_env("http://127.0.0.1:9")
     del env["CODAT_API_KEY"]

@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from devtools.lifecycles import Connection, Lifecycle
 from state_machine import parse_codat_event
 from tests.contract.conftest import AUTH, journey_env, use_http_client
+from tests.support.lifecycles import Connection, Lifecycle
 
 pytestmark = pytest.mark.contract
 
@@ -137,7 +137,7 @@ def test_redirects_to_the_configured_urls_keeping_their_query(app, codat_mock):
 
 
 def test_configured_urls_must_be_absolute():
-    from runtime.settings import ConfigError, Settings
+    from codat_authflow.settings import ConfigError, Settings
 
     with pytest.raises(ConfigError, match="LINK_SUCCESS_URL"):
         Settings.from_env(journey_env("http://127.0.0.1:9", LINK_SUCCESS_URL="/relative"))

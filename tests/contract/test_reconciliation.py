@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from devtools.lifecycles import Connection, Lifecycle
-from journey.reconcile import reconcile_due
+from codat_authflow.journey.reconcile import reconcile_due
+from codat_authflow.storage.reconciliation import index_key
 from state_machine import parse_codat_event
-from storage.reconciliation import index_key
 from tests.contract.conftest import AUTH
+from tests.support.lifecycles import Connection, Lifecycle
 
 pytestmark = pytest.mark.contract
 

@@ -11,10 +11,10 @@ import time
 import httpx
 import pytest
 
-from devtools.lifecycles import Connection, Lifecycle
-from devtools.signing import encode_body, signed_headers
 from tests.contract.conftest import TEST_CODAT_KEY
-from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET, start_process, start_stack
+from tests.support.lifecycles import Connection, Lifecycle
+from tests.support.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET, start_process, start_stack
+from tests.support.signing import encode_body, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.contract]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "e2e"
 CHROMIUM_ARGS = [

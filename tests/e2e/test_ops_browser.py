@@ -14,9 +14,9 @@ import redis as redis_lib
 from rq import Queue
 from rq.job import Job
 
-from devtools.lifecycles import build
-from devtools.signing import encode_body, signed_headers
-from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests.support.lifecycles import build
+from tests.support.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests.support.signing import encode_body, signed_headers
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 API = {"Authorization": f"Bearer {TEST_API_TOKEN}"}

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import strategies as st
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from devtools.lifecycles import LIFECYCLES, build
+from tests.support.lifecycles import LIFECYCLES, build
 
 SECRET = "whsec_" + base64.b64encode(b"fuzzing-the-codat-receiver-0001").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"a-secret-nobody-configured-here").decode()

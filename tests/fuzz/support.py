@@ -16,7 +16,7 @@ from flask import Flask
 
 from app import create_app
 from app.journey_setup import init_journey
-from codat_api.client import build_http_client
+from codat_authflow.journey.codat.client import build_http_client
 from tests.fuzz.strategies import SECRET
 
 API_TOKEN = "fuzz-api-token"

@@ -25,11 +25,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from werkzeug.exceptions import HTTPException
 
-from devtools.lifecycles import build
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.keys import Keys
+from codat_authflow.storage.subscriptions import SubscriptionStore
 from state_machine import parse_codat_event
-from storage.companies import CompanyStore
-from storage.keys import Keys
-from storage.subscriptions import SubscriptionStore
 from tests.fuzz.strategies import header_text, json_values, mutated, oddities
 from tests.fuzz.support import (
     API_TOKEN,
@@ -41,6 +40,7 @@ from tests.fuzz.support import (
     check_status,
     offline_getaddrinfo,
 )
+from tests.support.lifecycles import build
 
 pytestmark = pytest.mark.resilience
 

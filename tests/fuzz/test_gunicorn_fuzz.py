@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.fuzz.strategies import SECRET, WebhookRequest, validly_signed, webhook_requests
 from tests.fuzz.support import check_error_shape
-from tests.processes import start_gunicorn
+from tests.support.processes import start_gunicorn
 
 pytestmark = [pytest.mark.resilience, pytest.mark.integration]
 

@@ -14,17 +14,17 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from devtools.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
-from devtools.signing import encode_body, signed_headers
-from devtools.subscriber import Subscriber
 from state_machine.notifications import notification_id
-from tests.processes import (
+from tests.support.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
+from tests.support.processes import (
     TEST_API_TOKEN,
     TEST_WEBHOOK_SECRET,
     start_gunicorn,
     start_process,
     start_rq_workers,
 )
+from tests.support.signing import encode_body, signed_headers
+from tests.support.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}

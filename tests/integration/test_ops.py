@@ -14,10 +14,10 @@ import pytest
 import redis as redis_lib
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.lifecycles import build
-from devtools.signing import encode_body, signed_headers
-from devtools.subscriber import Subscriber
-from tests.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests.support.lifecycles import build
+from tests.support.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
+from tests.support.signing import encode_body, signed_headers
+from tests.support.subscriber import Subscriber
 
 pytestmark = pytest.mark.integration
 API = {"Authorization": f"Bearer {TEST_API_TOKEN}"}

@@ -14,16 +14,16 @@ import redis as redis_lib
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from devtools.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
-from devtools.signing import encode_body, signed_headers
 from state_machine import CompanyFacts, apply_events, parse_codat_event
-from tests.processes import (
+from tests.support.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
+from tests.support.processes import (
     TEST_API_TOKEN,
     TEST_WEBHOOK_SECRET,
     free_port,
     start_gunicorn,
     start_rq_workers,
 )
+from tests.support.signing import encode_body, signed_headers
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
@@ -169,7 +169,7 @@ def test_concurrent_workers_on_one_company_lose_no_update(stack_env, redis_url, 
 
     env = {**stack_env, "INBOX_BATCH_SIZE": "1", "INBOX_VISIBILITY_TIMEOUT_SECONDS": "2"}
     conn = redis_lib.Redis.from_url(redis_url)
-    from runtime.settings import Settings
+    from codat_authflow.settings import Settings
     from workers.context import WorkerContext
 
     ctx = WorkerContext.build(Settings.from_env(env), conn)

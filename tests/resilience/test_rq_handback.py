@@ -26,7 +26,7 @@ from rq import Queue, Retry, Worker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from tests.processes import start_rq_workers
+from tests.support.processes import start_rq_workers
 from workers.worker import ABANDONED_GRACE_SECONDS, AuthflowWorker
 
 pytestmark = [pytest.mark.resilience, pytest.mark.integration]

@@ -6,8 +6,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from codat_api import add_query_params, integrations_query
-from codat_api.queries import encoded_query
+from codat_authflow.journey.codat import add_query_params, integrations_query
+from codat_authflow.journey.codat.queries import encoded_query
 
 LINK = "https://link-api.codat.io/companies/86bd88cb/connections/2e2eb431/start"
 

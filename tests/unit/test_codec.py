@@ -6,10 +6,15 @@ import json
 import zlib
 from datetime import UTC, datetime
 
-from devtools.lifecycles import Connection, Lifecycle
+from codat_authflow.storage.codec import (
+    LEGACY_DATA_TYPE,
+    decode_record,
+    encode_record,
+    event_from_log,
+)
 from state_machine import CompanyState, apply_events, derive_state, parse_codat_event
 from state_machine.notifications import notifications_for
-from storage.codec import LEGACY_DATA_TYPE, decode_record, encode_record, event_from_log
+from tests.support.lifecycles import Connection, Lifecycle
 
 COMPANY = "7c1b3c2e-1111-4aaa-8bbb-000000000001"
 CONNECTION = "9d2e4f60-2222-4ccc-8ddd-000000000002"

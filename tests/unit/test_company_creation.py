@@ -1,7 +1,7 @@
 """Idempotent company creation: what Prism cannot show (distinct ids, a
 claim left by a dead process, a deleted company).
 
-`StubCodat` stands in for our adapter (`codat_api.CodatClient`); the HTTP
+`StubCodat` stands in for our adapter (`codat_authflow.journey.codat.CodatClient`); the HTTP
 calls themselves are contract-tested against Prism in tests/contract."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from functools import cache
 import fakeredis
 import pytest
 
-from journey import companies
-from journey.errors import CreationInProgress
-from journey.events import company_deleted
-from journey.service import Journey
-from runtime.settings import Settings
-from storage.companies import CompanyStore
-from storage.keys import Keys
-from tests.processes import REPO_ROOT
+from codat_authflow.journey import companies
+from codat_authflow.journey.errors import CreationInProgress
+from codat_authflow.journey.events import company_deleted
+from codat_authflow.journey.service import Journey
+from codat_authflow.settings import Settings
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.keys import Keys
+from tests.support.processes import REPO_ROOT
 
 ENV = {
     "REDIS_URL": "redis://unused",

@@ -9,11 +9,11 @@ import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from devtools.lifecycles import build
-from devtools.signing import encode_body
-from devtools.subscriber import Subscriber
-from outbound.sender import make_client
-from runtime.settings import Settings
+from codat_authflow.delivery.sender import make_client
+from codat_authflow.settings import Settings
+from tests.support.lifecycles import build
+from tests.support.signing import encode_body
+from tests.support.subscriber import Subscriber
 from workers.context import WorkerContext
 from workers.jobs import drain
 from workers.notify import attempt_delivery, replay_dead_letters

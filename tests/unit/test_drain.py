@@ -10,12 +10,12 @@ import fakeredis
 import pytest
 import structlog.testing
 
-from devtools.lifecycles import build, spec_example
-from devtools.signing import encode_body
-from observability.metrics import read_counters
-from runtime.settings import Settings
+from codat_authflow.observability.metrics import read_counters
+from codat_authflow.settings import Settings
+from codat_authflow.storage.keys import INBOX_GROUP
 from state_machine import CompanyFacts, CompanyState, apply_events
-from storage.keys import INBOX_GROUP
+from tests.support.lifecycles import build, spec_example
+from tests.support.signing import encode_body
 from workers.context import WorkerContext
 from workers.jobs import drain
 
@@ -154,7 +154,7 @@ def test_a_company_whose_events_crash_the_state_machine_does_not_block_others(ct
     healthy, expected = build("happy_path")
     accept_all(ctx, poisoned.events, prefix="p")
     accept_all(ctx, healthy.events, prefix="h")
-    import storage.companies as companies
+    import codat_authflow.storage.companies as companies
 
     real = companies.apply_events
 

@@ -1,5 +1,5 @@
-"""The funnel: pure computation (funnel.compute) exhaustively, and the index and
-loading around it (storage.funnel) on a fake Redis with the real CompanyStore."""
+"""The funnel: pure computation (codat_authflow.funnel.compute) exhaustively, and the index and
+loading around it (codat_authflow.storage.funnel) on a fake Redis with the real CompanyStore."""
 
 from __future__ import annotations
 
@@ -11,18 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devtools.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
-from funnel.compute import (
+from codat_authflow.funnel.compute import (
     STEPS,
     CompanyJourney,
     compute_funnel,
     percentile,
     progress,
 )
-from state_machine import CompanyFacts, apply_events, parse_codat_event
-from storage.codec import HistoryEntry
-from storage.companies import CompanyStore
-from storage.funnel import (
+from codat_authflow.storage.codec import HistoryEntry
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.funnel import (
     cohort,
     connection_failures,
     first_seen_key,
@@ -30,7 +28,9 @@ from storage.funnel import (
     rebuild_index,
     redirect_failures,
 )
-from storage.keys import Keys
+from codat_authflow.storage.keys import Keys
+from state_machine import CompanyFacts, apply_events, parse_codat_event
+from tests.support.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -327,7 +327,7 @@ def test_any_arrival_order_gives_a_consistent_funnel(kind, seed):
         assert numbers[final_rank[j.state]] == 1
 
 
-# -- the index and loading (storage.funnel) --------------------------------------
+# -- the index and loading (codat_authflow.storage.funnel) --------------------------------------
 
 
 @pytest.fixture

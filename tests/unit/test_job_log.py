@@ -7,8 +7,8 @@ import pytest
 import structlog
 from rq import Queue, Retry
 
-from observability.metrics import read_counters
-from runtime.logs import configure_logging
+from codat_authflow.logs import configure_logging
+from codat_authflow.observability.metrics import read_counters
 from workers.worker import AuthflowWorker
 
 log = structlog.get_logger("tests.job")

@@ -6,7 +6,7 @@ import copy
 import json
 from functools import cache
 
-from journey.events import (
+from codat_authflow.journey.events import (
     API,
     RECONCILIATION,
     company_created,
@@ -18,7 +18,7 @@ from journey.events import (
     snapshot_of,
 )
 from state_machine import CompanyFacts, DataTypeRead, apply_events
-from tests.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT
 
 COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
 T1, T2 = "2026-01-05T09:00:00.000000Z", "2026-01-05T09:05:00.000000Z"

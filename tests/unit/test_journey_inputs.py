@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from app import create_app
-from codat_api import build_http_client
-from journey.service import Journey
+from codat_authflow.journey.codat import build_http_client
+from codat_authflow.journey.service import Journey
 
 COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
 CONNECTION = "ee2eb431-c0fa-4dc9-93fa-d29781c12bcd"

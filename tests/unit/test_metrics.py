@@ -1,5 +1,5 @@
-"""Metrics kept in Redis (observability.metrics) and their Prometheus view
-(observability.collector): several writers, failures, exposition."""
+"""Metrics kept in Redis (codat_authflow.observability.metrics) and their Prometheus view
+(codat_authflow.observability.collector): several writers, failures, exposition."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
-from observability import metrics
-from observability.collector import AuthflowCollector, build_registry
-from storage.keys import Keys
+from codat_authflow.observability import metrics
+from codat_authflow.observability.collector import AuthflowCollector, build_registry
+from codat_authflow.storage.keys import Keys
 
 
 @pytest.fixture(autouse=True)
@@ -158,9 +158,9 @@ def test_an_unreachable_redis_gives_redis_up_zero_and_nothing_else(server):
 
 
 def test_record_drain_times_each_applied_event_and_transition(server):
+    from codat_authflow.storage.companies import Applied
+    from codat_authflow.storage.streams import StreamEntry
     from state_machine import CompanyFacts, CompanyState, Outcome, Transition
-    from storage.companies import Applied
-    from storage.streams import StreamEntry
 
     redis = client(server)
     entries = [

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devtools.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
 from state_machine import CompanyFacts, apply_events, parse_codat_event
 from state_machine.notifications import notification_id, notifications_for, ready_connections
 from state_machine.readiness import ANY_DATA, ReadinessGate
+from tests.support.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
 
 
 def notify_in_batches(company_id, events, cuts=(), gate=ANY_DATA):

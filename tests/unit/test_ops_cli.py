@@ -11,11 +11,11 @@ import pytest
 from rq import Queue
 
 from app import create_app
-from devtools.lifecycles import build
+from codat_authflow.storage.codec import decode_record, encode_record
+from codat_authflow.storage.funnel import first_seen_key
+from codat_authflow.storage.keys import Keys
 from state_machine import CompanyState, parse_codat_event
-from storage.codec import decode_record, encode_record
-from storage.funnel import first_seen_key
-from storage.keys import Keys
+from tests.support.lifecycles import build
 from tests.unit.test_ops_web import ENV, failed_job
 
 
@@ -180,6 +180,6 @@ def test_funnel_commands(app, redis):
 
 def ctx_events(redis, company_id):
     """How many events the company's stored document logs."""
-    from storage.codec import decode_record
+    from codat_authflow.storage.codec import decode_record
 
     return len(decode_record(redis.get(Keys().company(company_id))).events)

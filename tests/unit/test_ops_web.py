@@ -14,10 +14,10 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from app import create_app
-from devtools.lifecycles import Lifecycle, build, new_connection
-from devtools.signing import encode_body, signed_headers
-from observability import metrics
+from codat_authflow.observability import metrics
 from state_machine import parse_codat_event
+from tests.support.lifecycles import Lifecycle, build, new_connection
+from tests.support.signing import encode_body, signed_headers
 from workers.worker import AuthflowWorker
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXVuaXQtdGVzdHMtMDAwMDAw"

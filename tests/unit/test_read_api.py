@@ -6,9 +6,9 @@ import fakeredis
 import pytest
 
 from app import create_app
-from devtools.lifecycles import build
-from devtools.signing import encode_body
-from runtime.settings import Settings
+from codat_authflow.settings import Settings
+from tests.support.lifecycles import build
+from tests.support.signing import encode_body
 from workers.context import WorkerContext
 from workers.jobs import drain
 

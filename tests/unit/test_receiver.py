@@ -10,8 +10,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import create_app
-from devtools.lifecycles import Lifecycle, new_connection, spec_example
-from devtools.signing import encode_body, signed_headers
+from tests.support.lifecycles import Lifecycle, new_connection, spec_example
+from tests.support.signing import encode_body, signed_headers
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXVuaXQtdGVzdHMtMDAwMDAw"
 OLD_SECRET = "whsec_" + "b2xkLXNlY3JldC1zdGlsbC1hY2NlcHRlZC0xMjM0NTY3"

@@ -1,7 +1,7 @@
 """Reconciliation's decisions, for answers Prism cannot give (its examples
 hold one Linked connection): pending links, expired links, pull histories.
 
-`SpecCodat` stands in for *our* adapter (`codat_api.CodatClient`), not for
+`SpecCodat` stands in for *our* adapter (`codat_authflow.journey.codat.CodatClient`), not for
 Codat's HTTP API: every HTTP call is contract-tested against Prism in
 tests/contract. Its answers are the spec's own examples, adjusted per test.
 """
@@ -16,16 +16,16 @@ from functools import cache
 import fakeredis
 import pytest
 
-from codat_api import CodatNotFound
-from devtools.lifecycles import Connection, Lifecycle
-from journey.connections import create_connection
-from journey.reconcile import reconcile_company, reconcile_due, stuck_reports
-from journey.service import Journey
-from runtime.settings import Settings
+from codat_authflow.journey.codat import CodatNotFound
+from codat_authflow.journey.connections import create_connection
+from codat_authflow.journey.reconcile import reconcile_company, reconcile_due, stuck_reports
+from codat_authflow.journey.service import Journey
+from codat_authflow.settings import Settings
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.keys import Keys
 from state_machine import CompanyState, parse_codat_event
-from storage.companies import CompanyStore
-from storage.keys import Keys
-from tests.processes import REPO_ROOT
+from tests.support.lifecycles import Connection, Lifecycle
+from tests.support.processes import REPO_ROOT
 
 ENV = {
     "REDIS_URL": "redis://unused",
@@ -234,7 +234,7 @@ def test_failed_initial_reads_are_requeued_with_backoff_and_a_bounded_number_of_
         clock[0] = NOW + step * 4 * 3600
         tries += [r["try"] for r in reconcile_company(journey, company_id).refreshed]
     assert tries == [1, 2, 3], "RECONCILE_REFRESH_MAX_TRIES (3) bounds the tries"
-    from observability.metrics import RECONCILIATION_ACTIONS, read_counters
+    from codat_authflow.observability.metrics import RECONCILIATION_ACTIONS, read_counters
 
     counts = read_counters(journey.redis, journey.keys.prefix)[RECONCILIATION_ACTIONS.name]
     assert counts[("refresh",)] == 3
@@ -266,7 +266,7 @@ def test_without_a_codat_key_the_job_does_nothing(journey):
 
 
 def test_reconciliation_actions_are_counted(journey, codat):
-    from observability.metrics import RECONCILIATION_ACTIONS, read_counters
+    from codat_authflow.observability.metrics import RECONCILIATION_ACTIONS, read_counters
 
     company_id = in_linking(journey, XERO)
     codat.connections = [codat_connection(XERO, "Linked", NOW - 3600)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from devtools.lifecycles import Lifecycle, new_connection
+from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.keys import Keys
+from codat_authflow.storage.reconciliation import ReconciliationIndex, index_key, stamp_epoch
 from state_machine import CompanyState, parse_codat_event
-from storage.companies import CompanyStore
-from storage.keys import Keys
-from storage.reconciliation import ReconciliationIndex, index_key, stamp_epoch
+from tests.support.lifecycles import Lifecycle, new_connection
 
 KEYS = Keys("authflow")
 

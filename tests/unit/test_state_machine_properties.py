@@ -1,6 +1,6 @@
 """Order independence, idempotence and no-regression, for all orders and repetitions.
 
-Each lifecycle comes from Codat's own examples (devtools.lifecycles). The
+Each lifecycle comes from Codat's own examples (tests.support.lifecycles). The
 claims are about every permutation and every number of duplicate deliveries,
 so hypothesis picks them.
 """
@@ -13,8 +13,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devtools.lifecycles import LIFECYCLES, build
 from state_machine import CompanyFacts, CompanyState, apply_events, parse_codat_event
+from tests.support.lifecycles import LIFECYCLES, build
 
 LIFECYCLE_NAMES = sorted(LIFECYCLES)
 

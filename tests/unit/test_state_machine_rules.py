@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 
-from devtools.lifecycles import Lifecycle, new_connection, spec_example
 from state_machine import (
     CompanyFacts,
     CompanyState,
@@ -19,6 +18,7 @@ from state_machine import (
 from state_machine.events import HANDLED_EVENT_TYPES, canonical_timestamp, unknown_values
 from state_machine.facts import DataTypeFacts
 from state_machine.readiness import ANY_DATA, ReadinessGate, assess
+from tests.support.lifecycles import Lifecycle, new_connection, spec_example
 
 S = CompanyState
 

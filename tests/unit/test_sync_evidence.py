@@ -6,8 +6,12 @@ import copy
 import json
 from functools import cache
 
-from journey.sync_evidence import from_data_status, from_pull_operations, needs_data_status
-from tests.processes import REPO_ROOT
+from codat_authflow.journey.sync_evidence import (
+    from_data_status,
+    from_pull_operations,
+    needs_data_status,
+)
+from tests.support.processes import REPO_ROOT
 
 A, B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
 OBSERVED = "2026-11-28T00:00:00.000000Z"

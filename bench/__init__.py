@@ -1,5 +1,0 @@
-"""Benchmarks (not tests): ``python -m bench.receiver`` and ``python -m bench.workers``.
-
-Each prints a short report ending with a ratio against a baseline measured in
-the same run, since the machines they run on are small, shared and noisy.
-"""

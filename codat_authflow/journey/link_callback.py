@@ -1,0 +1,133 @@
+"""What the redirect after Codat's Link flow means.
+
+Codat sends the user's browser back to our redirect URL with reserved
+parameters (`statusCode`: 200/201 success, 403 user cancelled, 500 error, 501
+platform not supported; `errorMessage`, `statusText`, `companyId`,
+`connectionId`, `platform`, `sourceType`, ...). Anyone can type such a URL,
+so the query string is never taken as truth about a connection: it only
+names which connection to check with Codat (get-connection), and what the
+user is told is what Codat confirms. The reported status is kept, labelled as
+reported, next to what Codat confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from codat_authflow.journey.codat import CodatError
+from codat_authflow.journey.connections import check_connection
+from codat_authflow.journey.events import LINK_CALLBACK
+from codat_authflow.journey.service import Journey
+
+log = structlog.get_logger(__name__)
+
+OUTCOME_TTL_SECONDS = 30 * 24 * 3600
+CHECK_THROTTLE_SECONDS = 5
+MAX_REPORTED_TEXT = 200
+
+#: Outcomes that count as success (LINK_SUCCESS_URL); the rest go to LINK_FAILURE_URL.
+SUCCESS_OUTCOMES = frozenset({"connected", "pending"})
+
+
+def reported_outcome(status_code: int | None) -> str:
+    if status_code in (200, 201):
+        return "success"
+    return {403: "cancelled", 500: "error", 501: "not_supported"}.get(status_code or 0, "unknown")
+
+
+def decide(reported: str, verified_status: str | None) -> str:
+    """Codat's word wins: a connection Codat reports Linked is `connected`
+    whatever the query string said; a reported success Codat has not confirmed
+    (yet) is `pending`; otherwise the reported outcome stands (it can only make
+    things look worse than they are, never better)."""
+    if verified_status == "Linked":
+        return "connected"
+    if reported == "success":
+        return "pending"
+    return reported
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    outcome: str  # connected, pending, cancelled, error, not_supported, unknown, invalid
+    company_id: str | None
+    connection_id: str | None
+    platform_name: str | None = None
+    verified_status: str | None = None
+    verified: bool = False  # Codat was asked and answered
+
+
+def _clip(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:MAX_REPORTED_TEXT]
+
+
+def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
+    """`params`: the validated query string (`companyId` and `connectionId`
+    are well-formed UUIDs when present)."""
+    company_id, connection_id = params.get("companyId"), params.get("connectionId")
+    reported = reported_outcome(params.get("statusCode"))
+    if not company_id or not connection_id:
+        return CallbackResult("invalid", company_id, connection_id)
+    record = journey.store.get(company_id)
+    if record is None:
+        log.warning("link_callback.unknown_company", company_id=company_id)
+        return CallbackResult("invalid", company_id, connection_id)
+
+    verified, connection = False, None
+    throttle = journey.keys.link_checked(connection_id)
+    if journey.codat is not None and journey.redis.set(
+        throttle, "1", nx=True, ex=CHECK_THROTTLE_SECONDS
+    ):
+        try:
+            record, connection = check_connection(
+                journey, company_id, connection_id, source=LINK_CALLBACK
+            )
+            verified = True
+        except CodatError as exc:
+            log.warning("link_callback.check_failed", company_id=company_id, error_code=exc.code)
+    known = record.facts.connection(connection_id)
+    if verified and connection is None:
+        return CallbackResult("invalid", company_id, connection_id, verified=True)
+    if connection is not None:
+        status, platform_name = connection.get("status"), connection.get("platformName")
+    else:  # not checked just now: what we know already (from webhooks or a recent check)
+        status = known.status if known is not None and known.deleted_at is None else None
+        platform_name = known.platform_name if known is not None else None
+
+    outcome = decide(reported, status)
+    journey.redis.hset(
+        journey.keys.link_outcomes(company_id),
+        connection_id,
+        json.dumps(
+            {
+                "outcome": outcome,
+                "reported": {
+                    "statusCode": params.get("statusCode"),
+                    "statusText": _clip(params.get("statusText")),
+                    "errorMessage": _clip(params.get("errorMessage")),
+                },
+                "confirmedStatus": status,
+                "checkedWithCodat": verified,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(journey.now())),
+            },
+            separators=(",", ":"),
+        ),
+    )
+    journey.redis.expire(journey.keys.link_outcomes(company_id), OUTCOME_TTL_SECONDS)
+    log.info(
+        "link_callback.outcome",
+        company_id=company_id,
+        connection_id=connection_id,
+        outcome=outcome,
+        reported_status_code=params.get("statusCode"),
+        confirmed_status=status,
+        verified=verified,
+    )
+    return CallbackResult(outcome, company_id, connection_id, platform_name, status, verified)

@@ -1,0 +1,137 @@
+"""Deliveries of notifications to subscriptions, with every attempt.
+
+One JSON document per delivery (`{p}:delivery:{id}`), written only by the job
+currently responsible for it; a sorted set per subscription lists its
+deliveries (newest kept); a sorted set holds the dead letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+
+from redis import Redis
+from redis.client import Pipeline
+
+from codat_authflow.storage.keys import Keys
+
+KEEP_PER_SUBSCRIPTION = 1000
+FINISHED_TTL_SECONDS = 30 * 24 * 3600
+
+
+def delivery_id(notification_id: str, subscription_id: str) -> str:
+    digest = hashlib.sha256(f"{notification_id}\x1f{subscription_id}".encode()).hexdigest()
+    return f"dlv_{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    subscription_id: str
+    notification_id: str
+    type: str
+    company_id: str
+    body: str  # the envelope, exactly as signed and sent
+    created_at: float
+    status: str = "pending"  # pending | delivered | dead | cancelled
+    attempts: tuple[Attempt, ...] = field(default=())
+    next_attempt_at: float | None = None
+    replays: int = 0
+    round_start: int = 0  # index of the first attempt since the last replay
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["attempts"] = [asdict(a) for a in self.attempts]
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Delivery:
+        data = json.loads(raw)
+        data["attempts"] = tuple(Attempt(**a) for a in data.get("attempts", ()))
+        return cls(**data)
+
+    def with_attempt(self, attempt: Attempt) -> Delivery:
+        return replace(self, attempts=(*self.attempts, attempt))
+
+
+class DeliveryStore:
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+
+    def key(self, delivery_id_: str) -> str:
+        return f"{self.keys.prefix}:delivery:{delivery_id_}"
+
+    def index(self, subscription_id: str) -> str:
+        return f"{self.keys.prefix}:subscription:{subscription_id}:deliveries"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.keys.prefix}:deliveries:dead"
+
+    def get(self, delivery_id_: str) -> Delivery | None:
+        raw = self.redis.get(self.key(delivery_id_))
+        return Delivery.from_json(raw) if raw is not None else None
+
+    def get_many(self, ids: Iterable[str]) -> list[Delivery]:
+        ids = list(ids)
+        if not ids:
+            return []
+        return [Delivery.from_json(r) for r in self.redis.mget([self.key(i) for i in ids]) if r]
+
+    def save(self, pipe: Pipeline, delivery: Delivery, *, new: bool = False) -> None:
+        key = self.key(delivery.id)
+        pipe.set(key, delivery.to_json())
+        if new:
+            index = self.index(delivery.subscription_id)
+            pipe.zadd(index, {delivery.id: delivery.created_at})
+            pipe.zremrangebyrank(index, 0, -KEEP_PER_SUBSCRIPTION - 1)
+        if delivery.status == "dead":
+            pipe.zadd(
+                self.dead, {delivery.id: delivery.attempts[-1].at if delivery.attempts else 0}
+            )
+        else:
+            pipe.zrem(self.dead, delivery.id)
+        if delivery.status in ("delivered", "cancelled", "dead"):
+            pipe.expire(key, FINISHED_TTL_SECONDS)
+        else:
+            pipe.persist(key)
+
+    def for_subscription(self, subscription_id: str, limit: int = 100) -> list[Delivery]:
+        ids = [i.decode() for i in self.redis.zrevrange(self.index(subscription_id), 0, limit - 1)]
+        return self.get_many(ids)
+
+    def dead_letters(
+        self,
+        *,
+        subscription_id: str | None = None,
+        company_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 10_000,
+    ) -> list[Delivery]:
+        """Dead-lettered deliveries, filtered; the time range is on when they died."""
+        ids = self.redis.zrangebyscore(
+            self.dead,
+            since if since is not None else "-inf",
+            until if until is not None else "+inf",
+            start=0,
+            num=limit,
+        )
+        return [
+            d
+            for d in self.get_many(i.decode() for i in ids)
+            if d.status == "dead"
+            and (subscription_id is None or d.subscription_id == subscription_id)
+            and (company_id is None or d.company_id == company_id)
+        ]

@@ -1,0 +1,366 @@
+"""Real processes for integration tests and benchmarks: gunicorn and RQ workers.
+
+Each process runs from the repository root with ``sys.executable`` (so the
+same venv as the tests), in its own session, and is killed by the kernel if
+the test process dies (Linux). Its stdout and stderr go to files in
+``log_dir`` (a fresh temp dir unless given), kept after the test for
+debugging; :meth:`Process.stderr_tail` quotes them.
+
+Usage::
+
+    env = {**os.environ, "REDIS_URL": url, ...}
+    web = start_gunicorn(env, workers=2)           # waits for GET /healthz == 200
+    workers = start_rq_workers(env, 2)             # python -m workers
+    httpx.get(web.url + "/healthz")
+    web.stop(); [w.stop() for w in workers]        # SIGTERM, wait, SIGKILL
+
+The ``app``/``module``/``cwd`` arguments exist so these helpers can be tried
+on a throwaway app; tests use the defaults.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.redis_server import free_port as _free_port
+from tests.support.redis_server import kill_with_parent
+
+__all__ = [
+    "REPO_ROOT",
+    "TEST_API_TOKEN",
+    "TEST_WEBHOOK_SECRET",
+    "Process",
+    "ProcessError",
+    "Stack",
+    "app_env",
+    "free_port",
+    "start_gunicorn",
+    "start_process",
+    "start_rq_workers",
+    "start_stack",
+    "wait_for_http",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+
+#: Fixed credentials for the processes the integration tests start.
+TEST_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"codat-authflow-integration-test").decode()
+TEST_API_TOKEN = "test-token"
+
+DEFAULT_STOP_TIMEOUT = 15.0
+
+
+def app_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of the app's processes in tests, benchmarks and the
+    soak: os.environ without any app configuration (or GUNICORN_CMD_ARGS)
+    from the developer's shell, plus a fixed production-like configuration,
+    plus `overrides`."""
+    from devtools.stack import CONFIG_VARIABLES  # (it lists GUNICORN_CMD_ARGS too)
+
+    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
+    env.update(
+        REDIS_URL=redis_url,
+        CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
+        API_TOKEN=TEST_API_TOKEN,
+        APP_ENV="production",
+        LOG_LEVEL="INFO",
+        KEY_PREFIX="authflow",
+    )
+    env.update(overrides)
+    return env
+
+
+GUNICORN_READY_TIMEOUT = 20.0
+_PORT_ATTEMPTS = 3
+
+
+class ProcessError(RuntimeError):
+    """A process did not start or become ready; the message quotes its stderr."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago (never 6379)."""
+    return _free_port(host)
+
+
+@dataclass
+class Process:
+    """A child process with captured output. ``url`` is set for web servers."""
+
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes]
+    log_dir: Path
+    stdout_path: Path
+    stderr_path: Path
+    url: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_running(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> int:
+        """SIGTERM (graceful shutdown), wait ``timeout``, then SIGKILL the
+        whole process group. Returns the exit code. Idempotent."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_group()
+        self._kill_group()  # reap stragglers (gunicorn workers, work horses)
+        return self.popen.wait()
+
+    def kill(self) -> int:
+        """SIGKILL the process and everything in its group (a crash, no
+        cleanup). Returns the exit code (-9)."""
+        self._kill_group()
+        return self.popen.wait()
+
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the main process only (e.g. SIGHUP, SIGTTIN)."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # pgid == pid: own session
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - group id reused by another user
+            if self.popen.poll() is None:
+                self.popen.kill()
+        self.popen.wait()
+
+    def stdout_tail(self, lines: int = 40) -> str:
+        return _tail(self.stdout_path, lines)
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        return _tail(self.stderr_path, lines)
+
+    def output_tail(self, lines: int = 40) -> str:
+        """Both captured streams' tails, labelled, for error messages."""
+        return "\n".join(
+            f"--- {path} ---\n{_tail(path, lines)}" for path in (self.stderr_path, self.stdout_path)
+        )
+
+    def describe(self) -> str:
+        state = "running" if self.is_running() else f"exited {self.returncode}"
+        return f"{self.name} pid {self.pid} ({state}); logs in {self.log_dir}"
+
+    def __repr__(self) -> str:
+        return f"<Process {self.describe()}>"
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no output file)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def start_process(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    name: str,
+    cwd: Path = REPO_ROOT,
+    log_dir: Path | None = None,
+) -> Process:
+    """Start ``argv`` with ``env`` (not merged with os.environ), output to
+    ``log_dir/NAME.stdout|stderr``. Does not wait for anything."""
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="procs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stdout_path = log_dir / f"{name}.stdout"
+    stderr_path = log_dir / f"{name}.stderr"
+    with stdout_path.open("ab") as out, stderr_path.open("ab") as err:
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env={"PYTHONUNBUFFERED": "1", **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,  # own process group: stop/kill take its children too
+            preexec_fn=kill_with_parent(signal.SIGKILL),
+        )
+    return Process(name, list(argv), popen, log_dir, stdout_path, stderr_path)
+
+
+# Loopback only: never route through an http_proxy from the environment.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def wait_for_http(url: str, process: Process, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; raise if ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if not process.is_running():
+            raise ProcessError(
+                f"{process.name} exited with code {process.returncode} before {url} answered.\n"
+                f"{process.output_tail()}"
+            )
+        try:
+            with _NO_PROXY.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last_error = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last_error = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = str(getattr(exc, "reason", exc))
+        time.sleep(0.1)
+    raise ProcessError(
+        f"{process.name}: {url} did not answer 200 within {timeout:.0f}s ({last_error}).\n"
+        f"{process.output_tail()}"
+    )
+
+
+def start_gunicorn(
+    env: Mapping[str, str],
+    *,
+    workers: int = 2,
+    port: int | None = None,
+    app: str = "app:create_app()",
+    extra_args: Sequence[str] = (),
+    cwd: Path = REPO_ROOT,
+    log_dir: Path | None = None,
+    name: str = "gunicorn",
+    ready_path: str = "/healthz",
+    timeout: float = GUNICORN_READY_TIMEOUT,
+) -> Process:
+    """Start ``gunicorn --workers N --bind 127.0.0.1:PORT APP`` and wait until
+    ``GET ready_path`` answers 200. ``.url`` is ``http://127.0.0.1:PORT``.
+
+    Without ``port`` a free one is chosen, and chosen again if gunicorn loses
+    it to another process before binding.
+    """
+    attempts = 1 if port is not None else _PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        bind_port = port if port is not None else free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--workers", str(workers),
+            "--bind", f"{LOOPBACK}:{bind_port}",
+            *extra_args,
+            app,
+        ]  # fmt: skip
+        process = start_process(argv, env, name=name, cwd=cwd, log_dir=log_dir)
+        process.url = f"http://{LOOPBACK}:{bind_port}"
+        try:
+            wait_for_http(process.url + ready_path, process, timeout)
+        except ProcessError:
+            process.kill()
+            lost_port = "Connection in use" in process.stderr_tail()
+            if lost_port and attempt < attempts:
+                continue
+            raise
+        except BaseException:
+            process.kill()
+            raise
+        return process
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def start_rq_workers(
+    env: Mapping[str, str],
+    count: int,
+    *,
+    module: str = "workers",
+    args: Sequence[str] = (),
+    cwd: Path = REPO_ROOT,
+    log_dir: Path | None = None,
+) -> list[Process]:
+    """Start ``count`` processes of ``python -m workers`` (the application's RQ worker,
+    configured from ``env``: REDIS_URL etc.). Does not wait for them to
+    register; a process that exits at once shows in ``is_running()``."""
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="procs-"))
+    return [
+        start_process(
+            [sys.executable, "-m", module, *args],
+            env,
+            name=f"worker-{index}",
+            cwd=cwd,
+            log_dir=log_dir,
+        )
+        for index in range(1, count + 1)
+    ]
+
+
+@dataclass
+class Stack:
+    """gunicorn + RQ workers started by :func:`start_stack`."""
+
+    base_url: str
+    env: dict[str, str]
+    web: Process
+    workers: list[Process]
+    log_dir: Path
+
+    @property
+    def processes(self) -> list[Process]:
+        return [self.web, *self.workers]
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop the web tier first (no new work), then the workers."""
+        for process in self.processes:
+            process.stop(timeout)
+
+    def describe(self) -> str:
+        return "\n".join(process.describe() for process in self.processes)
+
+
+def start_stack(
+    env: Mapping[str, str],
+    *,
+    web_workers: int = 2,
+    rq_workers: int = 2,
+    log_dir: Path | None = None,
+) -> Stack:
+    """Start ``rq_workers`` RQ workers and a gunicorn with ``web_workers``
+    workers; returns once ``/healthz`` answers and every worker is still
+    alive. On failure everything started is killed and the error quotes the
+    failing process's stderr."""
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="stack-"))
+    env = dict(env)
+    workers = start_rq_workers(env, rq_workers, log_dir=log_dir)
+    try:
+        web = start_gunicorn(env, workers=web_workers, log_dir=log_dir)
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
+    stack = Stack(web.url or "", env, web, workers, log_dir)
+    dead = [worker for worker in workers if not worker.is_running()]
+    if dead:
+        for process in stack.processes:
+            process.kill()
+        raise ProcessError(
+            "\n".join(
+                f"{worker.name} exited with code {worker.returncode} during start-up.\n"
+                f"{worker.output_tail()}"
+                for worker in dead
+            )
+        )
+    return stack
