@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 
 from flask import Flask
 from redis import Redis
@@ -16,18 +15,9 @@ from app.errors import register_error_handlers
 from app.journey_setup import init_journey
 from app.ops import init_ops
 from app.signature import SignatureVerifier
+from codat_authflow.bootstrap import Services
 from codat_authflow.logs import configure_logging
 from codat_authflow.settings import Settings
-from workers.context import WorkerContext
-
-
-@dataclass(frozen=True)
-class Services(WorkerContext):
-    """What request handlers need, built once per process: everything a
-    worker job has (so the API and CLI call the same functions), plus the
-    webhook signature verifier."""
-
-    verifier: SignatureVerifier | None = None
 
 
 def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = None) -> Flask:
@@ -38,11 +28,9 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json.sort_keys = False
-    context = WorkerContext.build(settings, redis)
-    app.extensions["authflow"] = Services(
-        **{f.name: getattr(context, f.name) for f in fields(WorkerContext)},
-        verifier=SignatureVerifier(settings.webhook_secrets),
-    )
+    # The one bootstrap: the same services the workers and the CLI use.
+    app.extensions["authflow"] = Services.build(settings, redis)
+    app.extensions["verifier"] = SignatureVerifier(settings.webhook_secrets)
     register_error_handlers(app)
     register_commands(app)
     init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile

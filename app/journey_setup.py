@@ -10,6 +10,7 @@ from flask import Flask
 
 from app.api.inputs import InputError
 from app.errors import error_response
+from codat_authflow.bootstrap import build_journey
 from codat_authflow.journey.codat import CodatError
 from codat_authflow.journey.errors import JourneyError
 from codat_authflow.journey.service import Journey
@@ -19,9 +20,7 @@ def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Jour
     """Build the journey from the app's services; `http_client` lets tests
     choose how Codat is reached."""
     services = app.extensions["authflow"]
-    journey = Journey.build(
-        services.settings, services.redis, services.store, http_client=http_client
-    )
+    journey = build_journey(services, http_client=http_client)
     app.extensions["journey"] = journey
 
     @app.errorhandler(CodatError)

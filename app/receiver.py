@@ -63,7 +63,7 @@ def receive_codat_webhook():
     ):
         return _reject(401, "unauthorized", "Authorization header does not match")
     try:
-        ext.verifier.verify(body, headers)
+        current_app.extensions["verifier"].verify(body, headers)
     except SignatureRejected as exc:
         return _reject(401, exc.reason, exc.message)
 

@@ -72,6 +72,7 @@ from statistics import fmean
 
 import redis as redis_lib
 
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.logs import configure_logging
 from codat_authflow.settings import Settings
 from codat_authflow.storage.codec import decode_record
@@ -175,7 +176,7 @@ def fill(
                 per_kind_sampled[kind] += 1
                 result.sample[life.company_id] = (kind, state, len(events))
         for step in range(max(len(events) for _, events in lives)):
-            applied = store.apply(
+            applied = CompanyUpdates(store).apply(
                 {cid: [events[step]] for cid, events in lives if step < len(events)}
             )
             result.failed += len(applied.failed)
@@ -340,7 +341,7 @@ def churn_company(conn: redis_lib.Redis, cycles: int, event_log_limit: int, hist
         life.connection("connection.reconnected", connection)
     for body in life.events:
         event = parse_codat_event(body)
-        applied = store.apply({life.company_id: [event]})
+        applied = CompanyUpdates(store).apply({life.company_id: [event]})
         if applied.failed:
             raise RuntimeError(f"churn company: apply failed: {applied.failed}")
     conn.delete(KEYS.outbox)
@@ -406,8 +407,8 @@ def seen_ids_bare(conn: redis_lib.Redis, count: int, ttl: int, seed: int) -> flo
 def deliveries_sample(server: RedisServer, conn: redis_lib.Redis, companies: int):
     """company.ready deliveries made by the real relay for `companies` ready
     companies and one subscription; MEMORY USAGE of a delivery document."""
+    from codat_authflow.bootstrap import Services
     from codat_authflow.storage.deliveries import DeliveryStore
-    from workers.context import WorkerContext
     from workers.notify import relay
 
     conn.flushall()
@@ -418,13 +419,13 @@ def deliveries_sample(server: RedisServer, conn: redis_lib.Redis, companies: int
             "CODAT_WEBHOOK_SECRETS": TEST_WEBHOOK_SECRET,
         }
     )
-    ctx = WorkerContext.build(settings, redis=conn)
+    ctx = Services.build(settings, redis=conn)
     ctx.store.outbox.ensure_group()
     ctx.subscriptions.create("https://hooks.example.com/codat", ["company.ready"], "bench")
     for _ in range(companies):
         life, _state = build("happy_path")
         for body in life.events:
-            ctx.store.apply({life.company_id: [parse_codat_event(body)]})
+            ctx.updates.apply({life.company_id: [parse_codat_event(body)]})
     created = relay(ctx)
     store = DeliveryStore(conn, KEYS)
     keys = [k.decode() for k in conn.scan_iter(match=store.key("*"), count=1000)]

@@ -1390,9 +1390,9 @@ def cost_model(batch_sizes: Sequence[int] = (1, 10, 50, 200)) -> dict[str, Any]:
     overhead, a relay per notification and a delivery per attempt. The soak's
     totals are these, mixed by the traffic (docs/scaling.md)."""
     from app import create_app
+    from codat_authflow.bootstrap import Services
     from codat_authflow.delivery.sender import make_client
     from codat_authflow.settings import Settings
-    from workers.context import WorkerContext
     from workers.jobs import drain
     from workers.notify import attempt_delivery
     from workers.worker import AuthflowWorker
@@ -1412,9 +1412,9 @@ def cost_model(batch_sizes: Sequence[int] = (1, 10, 50, 200)) -> dict[str, Any]:
             after.pop(CPU_MS, None)
             return sum(after.values())
 
-        def fresh() -> WorkerContext:
+        def fresh() -> Services:
             conn.flushall()
-            ctx = WorkerContext.build(settings, conn)
+            ctx = Services.build(settings, conn)
             ctx.inbox.ensure_group()
             ctx.store.outbox.ensure_group()
             return ctx
@@ -1458,7 +1458,7 @@ def cost_model(batch_sizes: Sequence[int] = (1, 10, 50, 200)) -> dict[str, Any]:
         figures["deliveries_per_entry_at_200"] = round(len(deliveries) / max(batch_sizes), 2)
 
         # A delivery attempt that succeeds (the job's own work, not RQ's).
-        ctx = WorkerContext.build(settings, conn)
+        ctx = Services.build(settings, conn)
         subscription = ctx.subscriptions.all()[0]
         subscriber.set(secret=subscription.secrets[0].secret)
         http = make_client()

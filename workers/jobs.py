@@ -17,12 +17,13 @@ from collections.abc import Iterable, Sequence
 
 import structlog
 
+from codat_authflow.bootstrap import Services
 from codat_authflow.observability.metrics import record_drain
 from codat_authflow.storage.inbox import webhook_id_of
 from codat_authflow.storage.streams import StreamEntry, consumer_name
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
 from state_machine.events import unknown_values
-from workers.context import WorkerContext, current
+from workers.context import current
 from workers.notify import relay
 from workers.scheduling import enqueue_drain
 
@@ -64,7 +65,7 @@ def drain_inbox() -> dict[str, int]:
     return drain(current())
 
 
-def drain(ctx: WorkerContext) -> dict[str, int]:
+def drain(ctx: Services) -> dict[str, int]:
     """Under a steady stream of webhooks one drain job keeps reading (a
     blocking read returns as soon as an entry arrives) instead of one short
     job per few webhooks: RQ's own cost per job (~50 Redis round trips) is
@@ -126,7 +127,7 @@ def _decode(entry: StreamEntry) -> CodatEvent:
     return parse_codat_event(body)
 
 
-def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[str, int]:
+def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, int]:
     """Apply one batch. Returns counts by outcome."""
     events_by_company: dict[str, list[CodatEvent]] = defaultdict(list)
     entry_ids_by_company: dict[str, list[bytes]] = defaultdict(list)
@@ -170,7 +171,7 @@ def process_entries(ctx: WorkerContext, entries: Sequence[StreamEntry]) -> dict[
             ids.append(entry.entry_id)
         ctx.inbox.acknowledge(pipe, ids)
 
-    applied = ctx.store.apply(events_by_company, also=acknowledge_with_state)
+    applied = ctx.updates.apply(events_by_company, also=acknowledge_with_state)
     committed_ms = int(time.time() * 1000)
 
     webhook_ids = {e.entry_id: webhook_id_of(e) for e in entries}

@@ -26,12 +26,13 @@ import structlog
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 
+from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.sender import make_client, send
 from codat_authflow.observability.metrics import record_delivery
 from codat_authflow.storage.deliveries import Attempt, Delivery, delivery_id
 from codat_authflow.storage.outbox import Outbox
 from codat_authflow.storage.streams import StreamEntry, consumer_name
-from workers.context import WorkerContext, current
+from workers.context import current
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ RELAY_BATCH = 200
 JITTER = 0.1
 
 
-def relay(ctx: WorkerContext) -> int:
+def relay(ctx: Services) -> int:
     """Relay pending outbox entries; returns how many deliveries were created."""
     outbox = ctx.store.outbox
     consumer = consumer_name()
@@ -61,7 +62,7 @@ def relay(ctx: WorkerContext) -> int:
         entries = []
 
 
-def _relay_batch(ctx: WorkerContext, outbox: Outbox, entries: list[StreamEntry]) -> int:
+def _relay_batch(ctx: Services, outbox: Outbox, entries: list[StreamEntry]) -> int:
     subscriptions = [s for s in ctx.subscriptions.all() if s.enabled]
     now = time.time()
     planned: list[Delivery] = []
@@ -147,7 +148,7 @@ def deliver(delivery_id_: str) -> str:
     return attempt_delivery(current(), delivery_id_, client=_client())
 
 
-def attempt_delivery(ctx: WorkerContext, delivery_id_: str, *, client: httpx.Client) -> str:
+def attempt_delivery(ctx: Services, delivery_id_: str, *, client: httpx.Client) -> str:
     delivery = ctx.deliveries.get(delivery_id_)
     if delivery is None or delivery.status != "pending":
         return delivery.status if delivery else "missing"
@@ -207,7 +208,7 @@ def attempt_delivery(ctx: WorkerContext, delivery_id_: str, *, client: httpx.Cli
     return "pending"
 
 
-def _finish(ctx: WorkerContext, delivery: Delivery, bound, reason: str | None = None) -> str:
+def _finish(ctx: Services, delivery: Delivery, bound, reason: str | None = None) -> str:
     with ctx.redis.pipeline(transaction=True) as pipe:
         pipe.multi()  # explicit: RQ's enqueue expects a pipeline already in MULTI
         ctx.deliveries.save(pipe, delivery)
@@ -228,7 +229,7 @@ def _finish(ctx: WorkerContext, delivery: Delivery, bound, reason: str | None = 
 
 
 def replay_dead_letters(
-    ctx: WorkerContext,
+    ctx: Services,
     *,
     subscription_id: str | None = None,
     company_id: str | None = None,

@@ -13,6 +13,7 @@ from typing import Any
 
 from rq.cron import CronScheduler
 
+from codat_authflow.bootstrap import build_journey
 from codat_authflow.journey.reconcile import reconcile_due
 from codat_authflow.journey.service import Journey
 from codat_authflow.settings import Settings
@@ -24,7 +25,7 @@ JOB_NAME = "reconcile"
 @cache
 def _journey() -> Journey:
     ctx = current()
-    return Journey.build(ctx.settings, ctx.redis, ctx.store)
+    return build_journey(ctx)
 
 
 def reconcile_due_companies() -> dict[str, Any]:

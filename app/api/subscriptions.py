@@ -13,11 +13,11 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from app.errors import error_response
+from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.url_guard import MAX_URL_LENGTH, UnsafeURL, check_url
 from codat_authflow.storage.deliveries import Delivery
 from codat_authflow.storage.subscriptions import Subscription
 from state_machine.notifications import NOTIFICATION_TYPES
-from workers.context import WorkerContext
 from workers.notify import replay_dead_letters
 
 bp = Blueprint("subscriptions", __name__)
@@ -92,7 +92,7 @@ def _bad_request(exc: _BadRequest):
     return error_response(*exc.args)
 
 
-def _context() -> WorkerContext:
+def _context() -> Services:
     return current_app.extensions["authflow"]
 
 

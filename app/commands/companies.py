@@ -21,11 +21,11 @@ from redis.exceptions import RedisError
 
 from app.api.companies import company_view
 from app.commands.groups import OpsGroup
-from codat_authflow.storage.maintenance import RecordChanged, replay, write_rebuilt
-from workers.context import WorkerContext
+from codat_authflow.bootstrap import Services
+from codat_authflow.maintenance import RecordChanged, replay, write_rebuilt
 
 
-def _context() -> WorkerContext:
+def _context() -> Services:
     return current_app.extensions["authflow"]
 
 

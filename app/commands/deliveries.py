@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import click
 from flask import current_app
 
-from workers.context import WorkerContext
+from codat_authflow.bootstrap import Services
 from workers.notify import replay_dead_letters
 
 
-def _context() -> WorkerContext:
+def _context() -> Services:
     return current_app.extensions["authflow"]
 
 

@@ -15,10 +15,10 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from app.commands.groups import OpsGroup
-from workers.context import WorkerContext
+from codat_authflow.bootstrap import Services
 
 
-def _context() -> WorkerContext:
+def _context() -> Services:
     return current_app.extensions["authflow"]
 
 

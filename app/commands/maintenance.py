@@ -10,12 +10,12 @@ from flask import current_app
 
 from app.api.funnel import FunnelQueryError, compute, funnel_view, parse_query
 from app.commands.groups import OpsGroup
+from codat_authflow.bootstrap import Services
+from codat_authflow.maintenance import RecordChanged, purge_history
 from codat_authflow.storage.funnel import rebuild_index
-from codat_authflow.storage.maintenance import RecordChanged, purge_history
-from workers.context import WorkerContext
 
 
-def _context() -> WorkerContext:
+def _context() -> Services:
     return current_app.extensions["authflow"]
 
 

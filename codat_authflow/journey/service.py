@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 from redis import Redis
 
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.journey.codat import CodatClient, build_http_client
 from codat_authflow.journey.codat.errors import not_configured
 from codat_authflow.journey.events import now_stamp
@@ -81,12 +82,11 @@ class Journey:
         """Now, as a canonical UTC timestamp (what synthetic events carry)."""
         return now_stamp(self.clock())
 
+    @property
+    def updates(self) -> CompanyUpdates:
+        return CompanyUpdates(self.store)
+
     def apply(self, company_id: str, events: list) -> CompanyRecord | None:
-        """Apply events to one company through the store (the same function the
-        webhooks use) and return its record afterwards."""
-        if not events:
-            return self.store.get(company_id)
-        applied = self.store.apply({company_id: events}, now=self.stamp)
-        if company_id in applied.failed:
-            raise applied.failed[company_id]
-        return applied.records.get(company_id)
+        """Apply events to one company through the service the webhooks use
+        (`codat_authflow.company_updates`); its record afterwards."""
+        return self.updates.apply_one(company_id, events, now=self.stamp)

@@ -326,7 +326,7 @@ def record_drain(
 ) -> bool:
     """After a drain batch committed: inbox outcomes, unknown Codat values by
     kind, and for each applied event and each transition the time since its
-    webhook was received. `applied` is `codat_authflow.storage.companies.Applied`; entries
+    webhook was received. `applied` is `codat_authflow.company_updates.Applied`; entries
     are inbox `StreamEntry`s."""
     updates = [
         counter_update(prefix, INBOX_EVENTS, (outcome,), counts.get(outcome, 0))

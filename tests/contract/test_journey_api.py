@@ -47,7 +47,7 @@ def seed_integration(app, platform_key, source_type, enabled=True):
 
 
 def apply_webhooks(app, bodies):
-    journey_of(app).store.apply(
+    journey_of(app).updates.apply(
         {PRISM_COMPANY: [parse_codat_event(b) for b in bodies]},
     )
 

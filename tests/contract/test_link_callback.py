@@ -22,7 +22,9 @@ BASIQ = Connection(CONNECTION, "Banking", "dfxm", "Basiq")
 def app(journey_app):
     life = Lifecycle(company_id=COMPANY)
     events = [life.company("company.created"), life.connection("connection.created", BASIQ)]
-    journey_app.extensions["journey"].store.apply({COMPANY: [parse_codat_event(e) for e in events]})
+    journey_app.extensions["journey"].updates.apply(
+        {COMPANY: [parse_codat_event(e) for e in events]}
+    )
     return journey_app
 
 

@@ -29,7 +29,7 @@ def linking_company(journey) -> str:
     read.completed.initial never do."""
     life = Lifecycle()
     events = [life.company("company.created"), life.connection("connection.created", BASIQ)]
-    journey.store.apply({life.company_id: [parse_codat_event(e) for e in events]})
+    journey.updates.apply({life.company_id: [parse_codat_event(e) for e in events]})
     assert journey.store.get(life.company_id).state.value == "linking"
     return life.company_id
 
@@ -78,7 +78,7 @@ def test_the_webhooks_arriving_late_change_nothing(journey, codat_mock):
         life.connection("connection.connected", BASIQ),
         life.read("read.completed.initial", BASIQ),
     ]
-    journey.store.apply({company_id: [parse_codat_event(e) for e in late]})
+    journey.updates.apply({company_id: [parse_codat_event(e) for e in late]})
     after = journey.store.get(company_id)
     assert after.state == before.state and after.history == before.history
 

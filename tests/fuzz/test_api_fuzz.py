@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from werkzeug.exceptions import HTTPException
 
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.storage.companies import CompanyStore
 from codat_authflow.storage.keys import Keys
 from codat_authflow.storage.subscriptions import SubscriptionStore
@@ -106,7 +107,7 @@ def api(request):
     keys = Keys("authflow")
     life, _ = build("happy_path")
     events = [parse_codat_event(body) for body in life.events]
-    CompanyStore(redis, keys).apply({life.company_id: events})
+    CompanyUpdates(CompanyStore(redis, keys)).apply({life.company_id: events})
     subscription = SubscriptionStore(redis, keys).create("http://127.0.0.1:9/hook", ["*"], "fuzz")
     known = {
         "company_id": life.company_id,

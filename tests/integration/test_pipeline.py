@@ -169,10 +169,10 @@ def test_concurrent_workers_on_one_company_lose_no_update(stack_env, redis_url, 
 
     env = {**stack_env, "INBOX_BATCH_SIZE": "1", "INBOX_VISIBILITY_TIMEOUT_SECONDS": "2"}
     conn = redis_lib.Redis.from_url(redis_url)
+    from codat_authflow.bootstrap import Services
     from codat_authflow.settings import Settings
-    from workers.context import WorkerContext
 
-    ctx = WorkerContext.build(Settings.from_env(env), conn)
+    ctx = Services.build(Settings.from_env(env), conn)
     ctx.inbox.ensure_group()
     for n, body in enumerate(life.events):
         ctx.inbox.accept(f"msg_{n}", encode_body(body), 0)

@@ -9,12 +9,12 @@ import pytest
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
+from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.sender import make_client
 from codat_authflow.settings import Settings
 from tests.support.lifecycles import build
 from tests.support.signing import encode_body
 from tests.support.subscriber import Subscriber
-from workers.context import WorkerContext
 from workers.jobs import drain
 from workers.notify import attempt_delivery, replay_dead_letters
 
@@ -29,7 +29,7 @@ ENV = {
 
 @pytest.fixture
 def ctx():
-    context = WorkerContext.build(Settings.from_env(ENV), fakeredis.FakeRedis())
+    context = Services.build(Settings.from_env(ENV), fakeredis.FakeRedis())
     context.inbox.ensure_group()
     return context
 
@@ -150,7 +150,7 @@ def test_a_subscription_failing_for_five_days_is_disabled(ctx):
 
 
 def test_deliveries_to_a_private_address_are_refused_without_the_flag(client, subscriber):
-    ctx = WorkerContext.build(
+    ctx = Services.build(
         Settings.from_env({**ENV, "ALLOW_PRIVATE_SUBSCRIBER_URLS": "0"}), fakeredis.FakeRedis()
     )
     ctx.inbox.ensure_group()

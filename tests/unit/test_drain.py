@@ -10,13 +10,13 @@ import fakeredis
 import pytest
 import structlog.testing
 
+from codat_authflow.bootstrap import Services
 from codat_authflow.observability.metrics import read_counters
 from codat_authflow.settings import Settings
 from codat_authflow.storage.keys import INBOX_GROUP
 from state_machine import CompanyFacts, CompanyState, apply_events
 from tests.support.lifecycles import build, spec_example
 from tests.support.signing import encode_body
-from workers.context import WorkerContext
 from workers.jobs import drain
 
 ENV = {
@@ -30,7 +30,7 @@ ENV = {
 
 @pytest.fixture
 def ctx():
-    context = WorkerContext.build(Settings.from_env(ENV), fakeredis.FakeRedis())
+    context = Services.build(Settings.from_env(ENV), fakeredis.FakeRedis())
     context.inbox.ensure_group()
     return context
 
@@ -76,7 +76,7 @@ def test_state_counts_follow_every_company(ctx):
 
 
 def test_history_is_bounded(ctx):
-    ctx = WorkerContext.build(Settings.from_env({**ENV, "COMPANY_HISTORY_LIMIT": "3"}), ctx.redis)
+    ctx = Services.build(Settings.from_env({**ENV, "COMPANY_HISTORY_LIMIT": "3"}), ctx.redis)
     life, _ = build("reconnected")
     accept_all(ctx, life.events)
     drain(ctx)
@@ -154,7 +154,7 @@ def test_a_company_whose_events_crash_the_state_machine_does_not_block_others(ct
     healthy, expected = build("happy_path")
     accept_all(ctx, poisoned.events, prefix="p")
     accept_all(ctx, healthy.events, prefix="h")
-    import codat_authflow.storage.companies as companies
+    import codat_authflow.company_updates as companies
 
     real = companies.apply_events
 

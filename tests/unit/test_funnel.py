@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.funnel.compute import (
     STEPS,
     CompanyJourney,
@@ -338,7 +339,7 @@ def redis():
 def apply_lifecycle(store: CompanyStore, life: Lifecycle, at: float) -> None:
     for n, body in enumerate(life.events):
         event = parse_codat_event(body)
-        store.apply({life.company_id: [event]}, now=lambda n=n: stamp(at + n))
+        CompanyUpdates(store).apply({life.company_id: [event]}, now=lambda n=n: stamp(at + n))
 
 
 def test_new_companies_are_indexed_by_first_seen_time_in_the_same_commit(redis):
@@ -366,7 +367,9 @@ def test_loaded_journeys_carry_history_source_types_and_failure_reasons(redis):
     life.connection("connection.connected", second)
     apply_lifecycle(store, life, 0)
     # A duplicate delivery of the failure is applied (and logged) again: counted once.
-    store.apply({life.company_id: [parse_codat_event(failed)]}, now=lambda: stamp(99))
+    CompanyUpdates(store).apply(
+        {life.company_id: [parse_codat_event(failed)]}, now=lambda: stamp(99)
+    )
     redis.hset(
         f"authflow:link:outcomes:{life.company_id}",
         mapping={

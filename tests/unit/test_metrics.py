@@ -158,7 +158,7 @@ def test_an_unreachable_redis_gives_redis_up_zero_and_nothing_else(server):
 
 
 def test_record_drain_times_each_applied_event_and_transition(server):
-    from codat_authflow.storage.companies import Applied
+    from codat_authflow.company_updates import Applied
     from codat_authflow.storage.streams import StreamEntry
     from state_machine import CompanyFacts, CompanyState, Outcome, Transition
 

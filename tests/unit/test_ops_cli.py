@@ -11,6 +11,7 @@ import pytest
 from rq import Queue
 
 from app import create_app
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.storage.codec import decode_record, encode_record
 from codat_authflow.storage.funnel import first_seen_key
 from codat_authflow.storage.keys import Keys
@@ -38,7 +39,9 @@ def ingest(app, kind: str, at: datetime) -> str:
     store = app.extensions["authflow"].store
     for n, body in enumerate(life.events):
         stamp = (at + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        store.apply({life.company_id: [parse_codat_event(body)]}, now=lambda s=stamp: s)
+        CompanyUpdates(store).apply(
+            {life.company_id: [parse_codat_event(body)]}, now=lambda s=stamp: s
+        )
     return life.company_id
 
 

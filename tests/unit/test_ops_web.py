@@ -14,6 +14,7 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from app import create_app
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.observability import metrics
 from state_machine import parse_codat_event
 from tests.support.lifecycles import Lifecycle, build, new_connection
@@ -193,7 +194,9 @@ def ingest(app, kind: str, at: datetime, source_type: str | None = None) -> str:
         if source_type and "connection" in body["payload"]:
             body["payload"]["connection"]["sourceType"] = source_type
         stamp = (at + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        store.apply({life.company_id: [parse_codat_event(body)]}, now=lambda s=stamp: s)
+        CompanyUpdates(store).apply(
+            {life.company_id: [parse_codat_event(body)]}, now=lambda s=stamp: s
+        )
     return life.company_id
 
 

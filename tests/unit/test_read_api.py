@@ -6,10 +6,10 @@ import fakeredis
 import pytest
 
 from app import create_app
+from codat_authflow.bootstrap import Services
 from codat_authflow.settings import Settings
 from tests.support.lifecycles import build
 from tests.support.signing import encode_body
-from workers.context import WorkerContext
 from workers.jobs import drain
 
 ENV = {
@@ -31,7 +31,7 @@ def client(redis):
 
 
 def apply_lifecycle(redis, kind):
-    ctx = WorkerContext.build(Settings.from_env(ENV), redis)
+    ctx = Services.build(Settings.from_env(ENV), redis)
     ctx.inbox.ensure_group()
     life, expected = build(kind)
     for i, body in enumerate(life.events):
@@ -118,7 +118,7 @@ def test_each_connection_shows_what_codat_read_of_each_data_type(client, redis):
 def test_readiness_says_which_gated_data_types_are_missing_or_failing(redis):
     env = {**ENV, "READY_DATA_TYPES": "invoices,balanceSheet"}
     gated = create_app(env, redis=redis)
-    ctx = WorkerContext.build(Settings.from_env(env), redis)
+    ctx = Services.build(Settings.from_env(env), redis)
     ctx.inbox.ensure_group()
     life, _ = build("initial_reads_all_failed")
     for i, body in enumerate(life.events):

@@ -134,7 +134,7 @@ def in_linking(journey, *connections, start=NOW - 2 * DAY):
     life = Lifecycle()
     bodies = [life.connection("connection.created", c) for c in connections]
     stamp = iso(start).replace("Z", ".000000Z")
-    journey.store.apply(
+    journey.updates.apply(
         {life.company_id: [parse_codat_event(b) for b in bodies]}, now=lambda: stamp
     )
     return life.company_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.storage.companies import CompanyStore
 from codat_authflow.storage.keys import Keys
 from codat_authflow.storage.reconciliation import ReconciliationIndex, index_key, stamp_epoch
@@ -25,7 +26,9 @@ def index(store):
 
 
 def apply(store, life, bodies, stamp):
-    store.apply({life.company_id: [parse_codat_event(b) for b in bodies]}, now=lambda: stamp)
+    CompanyUpdates(store).apply(
+        {life.company_id: [parse_codat_event(b) for b in bodies]}, now=lambda: stamp
+    )
 
 
 def scores(store, company_id):

@@ -7,10 +7,10 @@ and compare the result with the stored record. The merge is order
 independent and idempotent, so a complete log must give the stored facts
 exactly; a difference means a bug since fixed, a hand edit, or a log that
 lost older events (it is full, or was purged). `write_rebuilt` replaces the
-stored facts and state with the replayed ones. It is the one write outside
-`CompanyStore.apply`, and does what `apply` does around a state change (the
-per-state counts, the reconciliation index) under the same optimistic
-transaction, and records a synthetic `rebuild` history entry. It sends no
+stored facts and state with the replayed ones, through the same commit as
+`codat_authflow.company_updates` (document, per-state counts, reconciliation
+index) under an optimistic transaction, and records a synthetic `rebuild`
+history entry. It sends no
 notification: subscribers hear of the next real change (a basis it makes
 ready is recorded as announced, like `firstReadyAt`).
 
@@ -30,11 +30,11 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import WatchError
 
+from codat_authflow.company_updates import Change, commit_change
 from codat_authflow.storage.codec import CompanyRecord, HistoryEntry, decode_record, encode_record
 from codat_authflow.storage.companies import CompanyStore, utc_now
 from codat_authflow.storage.funnel import company_ids
 from codat_authflow.storage.keys import Keys
-from codat_authflow.storage.reconciliation import schedule_reconciliation
 from state_machine import CodatEvent, CompanyFacts, CompanyState, Outcome, apply_events
 from state_machine.readiness import assess
 
@@ -161,13 +161,7 @@ def write_rebuilt(store: CompanyStore, expected: CompanyRecord, outcome: Outcome
                 ),
             )
             pipe.multi()
-            pipe.set(key, encode_record(rebuilt))
-            if rebuilt.state != expected.state:
-                pipe.hincrby(keys.state_counts, expected.state.value, -1)
-                pipe.hincrby(keys.state_counts, rebuilt.state.value, 1)
-                schedule_reconciliation(
-                    pipe, company_id, rebuilt.state, stamp, keys=keys, previous=expected.state
-                )
+            commit_change(pipe, store, Change(company_id, expected, rebuilt, is_new=False), stamp)
             pipe.execute()
         except WatchError as exc:
             raise RecordChanged(f"company {company_id} changed meanwhile; run it again") from exc
