@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
+from codat_authflow.jobs import enqueue_drain
 from codat_authflow.observability.metrics import rejection_outcome
 from state_machine import InvalidEvent, parse_codat_event
-from workers.scheduling import enqueue_drain
 
 log = structlog.get_logger(__name__)
 

@@ -10,7 +10,8 @@ then commits, in one Redis transaction, the side writes listed in
 1. the company document (`storage.companies`);
 2. the per-state counts (`storage.companies`);
 3. the reconciliation index (`storage.reconciliation`);
-4. the funnel index and transition metrics (`storage.funnel`);
+4. the funnel's first-seen index (`storage.funnel`), and the
+   companies-created and transition counters (`observability.metrics`);
 5. the notifications, to the outbox (`storage.outbox`);
 
 plus whatever the caller adds with `also` (the drain's inbox
@@ -37,9 +38,15 @@ import structlog
 from redis.client import Pipeline
 from redis.exceptions import WatchError
 
+from codat_authflow.observability.metrics import (
+    COMPANIES_CREATED,
+    TRANSITIONS,
+    counter_update,
+    queue_updates,
+)
 from codat_authflow.storage.codec import CompanyRecord, HistoryEntry, event_to_log
 from codat_authflow.storage.companies import CompanyStore, utc_now
-from codat_authflow.storage.funnel import record_commit
+from codat_authflow.storage.funnel import index_first_seen
 from codat_authflow.storage.reconciliation import schedule_reconciliation
 from state_machine import CodatEvent, CompanyState, Outcome, Transition, apply_events
 from state_machine.notifications import Notification, notifications_for, ready_connections
@@ -183,6 +190,13 @@ class CompanyUpdates:
         )
 
 
+def _counter_updates(prefix: str, change: Change) -> list:
+    updates = [counter_update(prefix, COMPANIES_CREATED)] if change.is_new else []
+    for t in change.transitions:
+        updates.append(counter_update(prefix, TRANSITIONS, (t.from_state.value, t.to_state.value)))
+    return updates
+
+
 def commit_change(pipe: Pipeline, store: CompanyStore, change: Change, stamp: str) -> None:
     """Every write a company change implies, queued on `pipe` (inside MULTI)."""
     before, after = change.before, change.after
@@ -191,13 +205,8 @@ def commit_change(pipe: Pipeline, store: CompanyStore, change: Change, stamp: st
     schedule_reconciliation(
         pipe, change.company_id, after.state, stamp, keys=store.keys, previous=before.state
     )
-    record_commit(
-        pipe,
-        store.keys,
-        change.company_id,
-        is_new=change.is_new,
-        transitions=change.transitions,
-        stamp=stamp,
-    )
+    if change.is_new:
+        index_first_seen(pipe, store.keys, change.company_id, stamp)
+    queue_updates(pipe, _counter_updates(store.keys.prefix, change))
     for notification in change.notifications:
         store.outbox.append(pipe, notification, stamp)

@@ -50,7 +50,7 @@ floor is what the pipeline (inbox, drain, outbox, relay, deliver job) adds.
 
 Where the time goes, per company, from stored timestamps (Redis):
 ``accept -> commit`` (the ``company.ready`` envelope's ``timestamp``, taken by
-``CompanyStore.apply`` just before its MULTI), ``commit -> relay`` (the
+``CompanyUpdates.apply`` just before its MULTI), ``commit -> relay`` (the
 delivery's ``created_at``), ``relay -> attempt`` (the delivery's first
 attempt ``at``: RQ picked up the deliver job, which read the delivery and the
 subscription), ``attempt -> receipt`` (sign, POST, verify), and the

@@ -16,7 +16,7 @@ What happens, on a private Redis (``tests.support.redis_server``; never the shar
 * **companies, through the real code path.** ``--companies`` companies, every
   lifecycle kind of ``tests.support.lifecycles`` in turn (Codat's own example
   bodies, fresh ids), are parsed with ``parse_codat_event`` and applied with
-  ``codat_authflow.storage.companies.CompanyStore.apply`` in batches of ``--batch`` companies,
+  ``codat_authflow.company_updates.CompanyUpdates.apply`` in batches of ``--batch`` companies,
   one event per company per call (events of a company arrive seconds apart in
   production, so each gets its own transaction: full transition history,
   one event-log push each). ``--fillers`` processes share the companies.
@@ -45,7 +45,7 @@ What happens, on a private Redis (``tests.support.redis_server``; never the shar
   is the ``seen`` keys (72 h TTL); cross-checked with the same number of bare
   ``SET key 1 NX EX ttl`` from an empty Redis;
 * **deliveries** (not per company, but what a ``company.ready`` subscription
-  costs): ``workers.notify.relay`` over a few hundred ready companies, then
+  costs): ``codat_authflow.delivery.relay`` over a few hundred ready companies, then
   ``MEMORY USAGE`` of the delivery documents (kept 30 days once finished).
 
 Baselines printed with each result: the target itself (2 KiB), and the raw
@@ -408,8 +408,8 @@ def deliveries_sample(server: RedisServer, conn: redis_lib.Redis, companies: int
     """company.ready deliveries made by the real relay for `companies` ready
     companies and one subscription; MEMORY USAGE of a delivery document."""
     from codat_authflow.bootstrap import Services
+    from codat_authflow.delivery.relay import relay
     from codat_authflow.storage.deliveries import DeliveryStore
-    from workers.notify import relay
 
     conn.flushall()
     settings = Settings.from_env(
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     print("memory benchmark: Redis memory per company and per remembered webhook id")
     print(
         f"  {args.companies:,} companies (all {len(LIFECYCLES)} lifecycle kinds in turn) through "
-        f"CompanyStore.apply, {args.fillers} filler process(es), batches of {args.batch}; "
+        f"CompanyUpdates.apply, {args.fillers} filler process(es), batches of {args.batch}; "
         f"COMPANY_HISTORY_LIMIT={settings.history_limit}, "
         f"COMPANY_EVENT_LOG_LIMIT={log_limit}, then 0 for {args.nolog_companies:,} companies; "
         f"{args.seen_ids:,} webhook ids through Inbox.accept (TTL {settings.dedupe_ttl_seconds} s)"
@@ -637,7 +637,7 @@ def report(args, settings, with_log, without_log, rows, shared, churn, seen, bar
     print(
         f"  a company.ready delivery (per subscription, kept 30 days once finished): "
         f"{doc_usage:,.0f} B (MEMORY USAGE; {doc_len:,.0f} B JSON), median of "
-        f"{args.deliveries} made by workers.notify.relay"
+        f"{args.deliveries} made by codat_authflow.delivery.relay"
     )
 
     print(f"\nsummary ({time.monotonic() - STARTED:.0f} s in all):")

@@ -1391,10 +1391,10 @@ def cost_model(batch_sizes: Sequence[int] = (1, 10, 50, 200)) -> dict[str, Any]:
     totals are these, mixed by the traffic (docs/scaling.md)."""
     from app import create_app
     from codat_authflow.bootstrap import Services
+    from codat_authflow.delivery.attempts import attempt_delivery
     from codat_authflow.delivery.sender import make_client
     from codat_authflow.settings import Settings
     from workers.jobs import drain
-    from workers.notify import attempt_delivery
     from workers.worker import AuthflowWorker
 
     server = start_redis_server()

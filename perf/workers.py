@@ -63,6 +63,7 @@ from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.utils import utcparse
 
+from codat_authflow.jobs import enqueue_drain
 from codat_authflow.storage.companies import CompanyStore
 from codat_authflow.storage.inbox import Inbox
 from codat_authflow.storage.keys import INBOX_GROUP, Keys
@@ -79,7 +80,6 @@ from tests.support.lifecycles import LIFECYCLES, build
 from tests.support.processes import Process, start_rq_workers
 from tests.support.redis_server import RedisServer, start_redis_server
 from tests.support.signing import encode_body
-from workers.scheduling import enqueue_drain
 
 TARGET_EVENTS_PER_SECOND = 1_000
 QUEUE = "authflow"  # Settings.queue_name's default

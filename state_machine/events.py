@@ -346,8 +346,12 @@ def parse_codat_event(body: Mapping[str, Any], *, synthetic: bool = False) -> Co
     if not isinstance(payload, Mapping):
         raise InvalidEvent("body.payload must be an object")
 
-    common = {"id": event_id, "type": event_type, "generated_at": generated_at}
-    common["synthetic"] = synthetic
+    common: dict[str, Any] = {
+        "id": event_id,
+        "type": event_type,
+        "generated_at": generated_at,
+        "synthetic": synthetic,
+    }
     if event_type in COMPANY_EVENTS:
         return CodatEvent(
             **common,

@@ -262,7 +262,7 @@ def _connection_failure(step: Step) -> list[Notification]:
     connection = step.after.connection(event.connection.id)
     previous = step.before.connection(event.connection.id)
     error = connection.last_error if connection else None
-    if error is None or error.event_id != event.id:
+    if connection is None or error is None or error.event_id != event.id:
         return []  # a newer error is already recorded; this one is stale
     if previous is not None and previous.last_error == error:
         return []  # already recorded (and notified) by an earlier step or commit

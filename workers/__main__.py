@@ -15,10 +15,10 @@ import sys
 import structlog
 from rq import Queue
 
+from codat_authflow.jobs import enqueue_drain
 from codat_authflow.logs import configure_logging
 from codat_authflow.settings import ConfigError, Settings
 from workers.context import current
-from workers.scheduling import enqueue_drain
 from workers.worker import AuthflowWorker
 
 log = structlog.get_logger(__name__)

@@ -18,14 +18,14 @@ from collections.abc import Iterable, Sequence
 import structlog
 
 from codat_authflow.bootstrap import Services
+from codat_authflow.delivery.relay import relay
+from codat_authflow.jobs import enqueue_drain
 from codat_authflow.observability.metrics import record_drain
 from codat_authflow.storage.inbox import webhook_id_of
 from codat_authflow.storage.streams import StreamEntry, consumer_name
 from state_machine import CodatEvent, InvalidEvent, parse_codat_event
 from state_machine.events import unknown_values
 from workers.context import current
-from workers.notify import relay
-from workers.scheduling import enqueue_drain
 
 log = structlog.get_logger(__name__)
 

@@ -14,11 +14,11 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from app.errors import error_response
 from codat_authflow.bootstrap import Services
+from codat_authflow.delivery.attempts import replay_dead_letters
 from codat_authflow.delivery.url_guard import MAX_URL_LENGTH, UnsafeURL, check_url
 from codat_authflow.storage.deliveries import Delivery
 from codat_authflow.storage.subscriptions import Subscription
 from state_machine.notifications import NOTIFICATION_TYPES
-from workers.notify import replay_dead_letters
 
 bp = Blueprint("subscriptions", __name__)
 

@@ -8,7 +8,7 @@ import click
 from flask import current_app
 
 from codat_authflow.bootstrap import Services
-from workers.notify import replay_dead_letters
+from codat_authflow.delivery.attempts import replay_dead_letters
 
 
 def _context() -> Services:

@@ -34,9 +34,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-from codat_authflow.storage.codec import HistoryEntry
+from typing import Any, Protocol
 
 STEPS = ("created", "linking", "linked", "ready")
 RANK = {"created": 0, "linking": 1, "linked": 2, "syncing": 3, "ready": 4}
@@ -46,6 +44,18 @@ REVOKED = "revoked"
 TOP_REASONS = 10
 
 
+class Transition(Protocol):
+    """A stored transition (`storage.codec.HistoryEntry` has these); the
+    funnel reads nothing else of a company's history."""
+
+    @property
+    def from_state(self) -> str: ...
+    @property
+    def to_state(self) -> str: ...
+    @property
+    def generated_at(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class CompanyJourney:
     """What the funnel needs to know about one company."""
@@ -53,7 +63,7 @@ class CompanyJourney:
     company_id: str
     first_seen_at: str  # when we first saw it (our clock)
     state: str
-    history: tuple[HistoryEntry, ...] = ()
+    history: tuple[Transition, ...] = ()
     created_at: str | None = None  # Codat's company.created generatedDate
     first_ready_at: str | None = None  # kept apart from the bounded history
     source_types: frozenset[str] = frozenset()
@@ -199,9 +209,10 @@ def compute_funnel(
     reached = dict.fromkeys(STEPS, 0)
     skipped = dict.fromkeys(STEPS, 0)
     durations: dict[tuple[str, str], list[float]] = {p: [] for p in (*STEP_PAIRS, OVERALL)}
-    revoked, revoked_from = 0, Counter()
-    current, sources = Counter(), Counter()
-    connection_failures, redirect_failures = Counter(), Counter()
+    revoked, revoked_from = 0, Counter[str]()
+    current, sources = Counter[str](), Counter[str]()
+    connection_failures = Counter[str]()
+    redirect_failures = Counter[tuple[str, str]]()
     companies = 0
 
     for journey in journeys:

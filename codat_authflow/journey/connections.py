@@ -2,7 +2,7 @@
 delete, refresh, and check one against Codat.
 
 Every operation feeds what Codat answered to the state machine at once, as a
-synthetic event through `CompanyStore.apply` (the function the webhooks use),
+synthetic event through `CompanyUpdates.apply` (the function the webhooks use),
 so the company's state follows each step as it happens; the webhook Codat
 sends afterwards merges into the same facts and changes nothing.
 """

@@ -3,7 +3,7 @@
 Counters and histograms come from Redis (`codat_authflow.observability.metrics`, written by
 every web and worker process). Gauges are read from the data itself, so they
 can never drift from it: companies per state (the `{p}:stats:states` hash that
-`CompanyStore.apply` maintains), RQ queue and registry sizes, the inbox and
+`CompanyUpdates.apply` maintains), RQ queue and registry sizes, the inbox and
 outbox streams, the oldest inbox entry's age, dead letters.
 
 If Redis cannot be reached, the scrape still answers, with

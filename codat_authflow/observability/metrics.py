@@ -12,7 +12,7 @@ Why Redis rather than prometheus_client's multiprocess mode
   Redis is already the one thing all of them share.
 * The counts that matter are exact. Transitions and companies created are
   incremented inside the very MULTI that commits the company
-  (`codat_authflow.storage.funnel.record_commit`, called from `CompanyStore.apply`), so a
+  (`codat_authflow.company_updates.commit_change`), so a
   retried or crashed drain can neither miss nor double-count them.
 * Any web process answers `/metrics` with the same, service-wide numbers, and
   a restart resets nothing.

@@ -66,7 +66,7 @@ class HistoryEntry:
         )
 
     def to_json(self) -> dict[str, Any]:
-        entry = {
+        entry: dict[str, Any] = {
             "from": self.from_state,
             "to": self.to_state,
             "at": self.at,

@@ -10,9 +10,9 @@ Data model:
 | `{p}:company:{id}:events` | list | bounded event log: `connection.failed` reasons |
 | `{p}:link:outcomes:{id}` | hash | redirect after Link, per connection |
 
-`record_commit` is called from `CompanyStore.apply`, inside the MULTI that
-writes the company, so the index entry and the transition counters commit
-with the change they describe, whoever made it (webhook drain, API,
+`index_first_seen` is called from `company_updates.commit_change`, inside
+the MULTI that writes the company, so the index entry commits with the
+change it describes, whoever made it (webhook drain, API,
 reconciliation). A funnel over a period reads the index's range (one
 ZRANGEBYSCORE), then the records of those companies alone, in pipelined
 chunks: the cost grows with the companies in the period, never with all
@@ -29,16 +29,9 @@ from redis import Redis
 from redis.client import Pipeline
 
 from codat_authflow.funnel.compute import CompanyJourney
-from codat_authflow.observability.metrics import (
-    COMPANIES_CREATED,
-    TRANSITIONS,
-    counter_update,
-    queue_updates,
-)
 from codat_authflow.storage.codec import decode_record
 from codat_authflow.storage.keys import Keys
 from codat_authflow.storage.reconciliation import stamp_epoch
-from state_machine import Transition
 
 CHUNK = 500
 SUCCESSFUL_REDIRECTS = frozenset({"connected", "pending"})
@@ -53,26 +46,9 @@ def link_outcomes_key(keys: Keys, company_id: str) -> str:
     return f"{keys.prefix}:link:outcomes:{company_id}"
 
 
-def record_commit(
-    pipe: Pipeline,
-    keys: Keys,
-    company_id: str,
-    *,
-    is_new: bool,
-    transitions: Sequence[Transition],
-    stamp: str,
-) -> None:
-    """Queue on `pipe` (in CompanyStore.apply's MULTI): the first-seen index
-    entry of a new company, and the companies-created and transition counters."""
-    updates = []
-    if is_new:
-        pipe.zadd(first_seen_key(keys), {company_id: stamp_epoch(stamp)}, nx=True)
-        updates.append(counter_update(keys.prefix, COMPANIES_CREATED))
-    for t in transitions:
-        updates.append(
-            counter_update(keys.prefix, TRANSITIONS, (t.from_state.value, t.to_state.value))
-        )
-    queue_updates(pipe, updates)
+def index_first_seen(pipe: Pipeline, keys: Keys, company_id: str, stamp: str) -> None:
+    """Queue on `pipe` the first-seen index entry of a company seen first now."""
+    pipe.zadd(first_seen_key(keys), {company_id: stamp_epoch(stamp)}, nx=True)
 
 
 def cohort(redis: Redis, keys: Keys, since: float, until: float) -> list[str]:

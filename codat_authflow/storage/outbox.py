@@ -1,7 +1,7 @@
 """The notification outbox: notifications are appended here in the same
 transaction that commits the company change causing them (see
 codat_authflow/storage/companies.py), then relayed to subscribers' deliveries by
-workers/notify.py. A worker killed between the two steps can therefore
+codat_authflow/delivery/relay.py. A worker killed between the two steps can therefore
 neither lose a notification nor send one for an uncommitted change."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Keeping the start rather than the deadline in the score lets the thresholds
 (`RECONCILE_*_AFTER_SECONDS`) change without re-indexing.
 
 `schedule_reconciliation` maintains the sets from inside
-`CompanyStore.apply`'s MULTI, so a company's index entry commits with the
+`CompanyUpdates.apply`'s MULTI, so a company's index entry commits with the
 state that caused it, whoever applied the events (webhook drain, API,
 reconciliation).
 """

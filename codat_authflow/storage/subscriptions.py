@@ -96,7 +96,7 @@ class SubscriptionStore:
             )
             pipe.zadd(self._index, {subscription_id: now})
             pipe.execute()
-        return self.get(subscription_id)
+        return self._created(subscription_id)
 
     def get(self, subscription_id: str) -> Subscription | None:
         raw = self.redis.hgetall(self._key(subscription_id))
@@ -152,6 +152,13 @@ class SubscriptionStore:
             exists = pipe.execute()[0]
         return self.get(subscription_id) if exists else None
 
+    def _created(self, subscription_id: str) -> Subscription:
+        """A subscription just written in our own transaction."""
+        subscription = self.get(subscription_id)
+        if subscription is None:  # deleted by another request in between
+            raise KeyError(subscription_id)
+        return subscription
+
     def rotate_secret(self, subscription_id: str) -> tuple[Subscription, str] | None:
         """A new current secret; the previous ones keep signing for 24 h."""
         key = self._key(subscription_id)
@@ -175,7 +182,8 @@ class SubscriptionStore:
                     pipe.multi()
                     pipe.hset(key, "secrets", _secrets_json([fresh, *kept]))
                     pipe.execute()
-                    return self.get(subscription_id), fresh.secret
+                    rotated = self.get(subscription_id)
+                    return (rotated, fresh.secret) if rotated is not None else None
                 except WatchError:  # rotated concurrently; read again
                     continue
 
@@ -223,5 +231,5 @@ class SubscriptionStore:
             created_at=float(text("created_at") or 0),
             enabled=text("enabled") == "1",
             disabled_reason=text("disabled_reason"),
-            failing_since=float(text("failing_since")) if text("failing_since") else None,
+            failing_since=float(since) if (since := text("failing_since")) else None,
         )

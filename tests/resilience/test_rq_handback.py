@@ -12,7 +12,7 @@ private Redis, deterministically (the soak shows it statistically).
    with BLPOP and the job is in no list or registry at all: lost. Hence the
    recommendation of dedicated pools (docs/resilience.md).
 3. A delivery job handed back within a minute of its worker's death finishes
-   (before `result_ttl=60` in workers/notify.py, RQ's own cleanup failed it).
+   (before `result_ttl=60` in codat_authflow/jobs.py, RQ's own cleanup failed it).
 """
 
 from __future__ import annotations
@@ -149,8 +149,8 @@ def test_a_delivery_job_handed_back_within_a_minute_finishes(redis_url, monkeypa
     Each retry re-sent the notification and failed the same way."""
     from rq.executions import ExecutionRegistry
 
+    from codat_authflow.jobs import enqueue_attempt as _enqueue_attempt
     from workers import context
-    from workers.notify import _enqueue_attempt
 
     for name, value in {
         "REDIS_URL": redis_url,

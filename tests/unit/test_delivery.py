@@ -10,13 +10,13 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from codat_authflow.bootstrap import Services
+from codat_authflow.delivery.attempts import attempt_delivery, replay_dead_letters
 from codat_authflow.delivery.sender import make_client
 from codat_authflow.settings import Settings
 from tests.support.lifecycles import build
 from tests.support.signing import encode_body
 from tests.support.subscriber import Subscriber
 from workers.jobs import drain
-from workers.notify import attempt_delivery, replay_dead_letters
 
 ENV = {
     "REDIS_URL": "redis://unused",

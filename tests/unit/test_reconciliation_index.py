@@ -1,4 +1,4 @@
-"""The reconciliation index, maintained by CompanyStore.apply's hook."""
+"""The reconciliation index, maintained by CompanyUpdates.apply's hook."""
 
 from __future__ import annotations
 

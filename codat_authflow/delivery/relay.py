@@ -1,0 +1,95 @@
+"""Relay the outbox into deliveries: one per matching subscription.
+
+Creating the deliveries, queueing their first attempts and acknowledging the
+outbox entry happen in one Redis transaction; delivery ids are derived from
+(notification, subscription), so a relay that runs twice creates nothing
+twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from redis.exceptions import WatchError
+from rq import Queue
+
+from codat_authflow.bootstrap import Services
+from codat_authflow.jobs import enqueue_attempt
+from codat_authflow.storage.deliveries import Delivery, delivery_id
+from codat_authflow.storage.outbox import Outbox
+from codat_authflow.storage.streams import StreamEntry, consumer_name
+
+log = structlog.get_logger(__name__)
+
+RELAY_BATCH = 200
+
+
+def relay(ctx: Services) -> int:
+    """Relay pending outbox entries; returns how many deliveries were created."""
+    outbox = ctx.store.outbox
+    consumer = consumer_name()
+    created = 0
+    entries = outbox.reclaim_abandoned(
+        consumer,
+        min_idle_ms=ctx.settings.inbox_visibility_timeout_seconds * 1000,
+        max_deliveries=ctx.settings.inbox_max_deliveries,
+        count=RELAY_BATCH,
+    )
+    while True:
+        if not entries:
+            entries = outbox.read_new(consumer, RELAY_BATCH)
+        if not entries:
+            return created
+        created += _relay_batch(ctx, outbox, entries)
+        entries = []
+
+
+def _relay_batch(ctx: Services, outbox: Outbox, entries: list[StreamEntry]) -> int:
+    subscriptions = [s for s in ctx.subscriptions.all() if s.enabled]
+    now = time.time()
+    planned: list[Delivery] = []
+    for entry in entries:
+        envelope_bytes = entry.fields[b"envelope"].decode()
+        notification_id, kind = entry.text("id"), entry.text("type")
+        for subscription in subscriptions:
+            if subscription.wants(kind):
+                planned.append(
+                    Delivery(
+                        id=delivery_id(notification_id, subscription.id),
+                        subscription_id=subscription.id,
+                        notification_id=notification_id,
+                        type=kind,
+                        company_id=entry.text("company_id"),
+                        body=envelope_bytes,
+                        created_at=now,
+                    )
+                )
+    queue = Queue(ctx.settings.delivery_queue_name, connection=ctx.redis)
+    keys = [ctx.deliveries.key(d.id) for d in planned]
+    with ctx.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                if keys:
+                    pipe.watch(*keys)
+                existing = pipe.mget(keys) if keys else []
+                fresh = [d for d, raw in zip(planned, existing, strict=True) if raw is None]
+                pipe.multi()
+                for delivery in fresh:
+                    ctx.deliveries.save(pipe, delivery, new=True)
+                    enqueue_attempt(queue, pipe, delivery.id, delay=0)
+                outbox.acknowledge(pipe, [e.entry_id for e in entries])
+                pipe.execute()
+                break
+            except WatchError:
+                continue
+    for delivery in fresh:
+        log.info(
+            "delivery.created",
+            delivery_id=delivery.id,
+            notification_id=delivery.notification_id,
+            notification_type=delivery.type,
+            subscription_id=delivery.subscription_id,
+            company_id=delivery.company_id,
+        )
+    return len(fresh)
