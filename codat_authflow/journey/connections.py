@@ -181,7 +181,7 @@ def create_connection(
     assert record is not None
     # A new Link URL gives the company a fresh reconciliation window (and
     # brings back one that was set aside because its earlier links expired).
-    journey.redis.hdel(journey.keys.stuck, company_id)
+    journey.redis.hdel(journey.keys.reconcile_stuck, company_id)
     if record.state in TRACKED_STATES:
         journey.index.put(company_id, record.state, journey.now())
     log.info(

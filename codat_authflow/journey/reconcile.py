@@ -247,10 +247,10 @@ def _reconcile(journey: Journey, company_id: str) -> ReconcileReport:
             ],
             "detectedAt": stamp,
         }
-        journey.redis.hset(journey.keys.stuck, company_id, json.dumps(report.stuck))
+        journey.redis.hset(journey.keys.reconcile_stuck, company_id, json.dumps(report.stuck))
         journey.index.remove(company_id)
     else:
-        journey.redis.hdel(journey.keys.stuck, company_id)
+        journey.redis.hdel(journey.keys.reconcile_stuck, company_id)
         if record.state in TRACKED_STATES:
             journey.index.restart(company_id, record.state, now)
     _log(report)
@@ -315,14 +315,14 @@ def stuck_reports(journey: Journey) -> list[dict[str, Any]]:
     """Reports of companies reconciliation set aside, dropping those whose
     company has since moved on."""
     reports = []
-    for company_id, raw in journey.redis.hgetall(journey.keys.stuck).items():
+    for company_id, raw in journey.redis.hgetall(journey.keys.reconcile_stuck).items():
         try:
             report = json.loads(raw)
         except ValueError:
             continue
         record = journey.store.get(company_id.decode())
         if record is None or record.state.value != report.get("state"):
-            journey.redis.hdel(journey.keys.stuck, company_id)
+            journey.redis.hdel(journey.keys.reconcile_stuck, company_id)
             continue
         reports.append(report)
     return sorted(reports, key=lambda r: r.get("detectedAt") or "")

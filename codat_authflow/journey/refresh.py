@@ -12,7 +12,7 @@ Not re-queued: `NotSupported` (the platform does not offer the data type, so
 a retry cannot help) and reads that failed with `AuthError` (the
 credentials were refused: the user has to reconnect).
 
-Tries are kept per company in one hash (`JourneyKeys.refresh_tries`), field
+Tries are kept per company in one hash (`storage.keys.Keys.refresh_tries`), field
 `{connectionId}/{dataType}`, value `{"tries": n, "nextAt": epoch}`, and it
 expires a week after its last change, so a company that became ready or was
 deleted leaves nothing behind for long.

@@ -15,10 +15,10 @@ from codat_authflow.company_updates import CompanyUpdates
 from codat_authflow.journey.codat import CodatClient, build_http_client
 from codat_authflow.journey.codat.errors import not_configured
 from codat_authflow.journey.events import now_stamp
-from codat_authflow.journey.keys import JourneyKeys
 from codat_authflow.settings import Settings
 from codat_authflow.storage.codec import CompanyRecord
 from codat_authflow.storage.companies import CompanyStore
+from codat_authflow.storage.keys import Keys
 from codat_authflow.storage.reconciliation import ReconciliationIndex
 
 
@@ -45,7 +45,7 @@ class Journey:
     redis: Redis
     store: CompanyStore
     codat: CodatClient | None
-    keys: JourneyKeys
+    keys: Keys
     index: ReconciliationIndex
     clock: Callable[[], float] = field(default=time.time)
 
@@ -65,7 +65,7 @@ class Journey:
             redis=redis,
             store=store,
             codat=codat if codat is not None else build_codat_client(settings, http_client),
-            keys=JourneyKeys(settings.key_prefix),
+            keys=Keys(settings.key_prefix),
             index=ReconciliationIndex(redis, store.keys),
             clock=clock,
         )

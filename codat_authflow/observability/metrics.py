@@ -50,6 +50,7 @@ from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from codat_authflow.storage.inbox import OutcomeCounter
+from codat_authflow.storage.keys import Keys
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +67,7 @@ class Counter:
     known: tuple[tuple[str, ...], ...] = ()  # label values shown as 0 before any count
 
     def key(self, prefix: str) -> str:
-        return f"{prefix}:metrics:counter:{self.name}"
+        return Keys(prefix).metric_counter(self.name)
 
     def field(self, values: Sequence[str]) -> str:
         if len(values) != len(self.labels):
@@ -89,7 +90,7 @@ class Histogram:
     )
 
     def key(self, prefix: str) -> str:
-        return f"{prefix}:metrics:histogram:{self.name}"
+        return Keys(prefix).metric_histogram(self.name)
 
     def bucket_field(self, value: float) -> str:
         for bound in self.buckets:

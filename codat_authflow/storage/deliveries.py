@@ -70,14 +70,14 @@ class DeliveryStore:
         self.keys = keys
 
     def key(self, delivery_id_: str) -> str:
-        return f"{self.keys.prefix}:delivery:{delivery_id_}"
+        return self.keys.delivery(delivery_id_)
 
     def index(self, subscription_id: str) -> str:
-        return f"{self.keys.prefix}:subscription:{subscription_id}:deliveries"
+        return self.keys.subscription_deliveries(subscription_id)
 
     @property
     def dead(self) -> str:
-        return f"{self.keys.prefix}:deliveries:dead"
+        return self.keys.dead_deliveries
 
     def get(self, delivery_id_: str) -> Delivery | None:
         raw = self.redis.get(self.key(delivery_id_))

@@ -38,12 +38,11 @@ SUCCESSFUL_REDIRECTS = frozenset({"connected", "pending"})
 
 
 def first_seen_key(keys: Keys) -> str:
-    return f"{keys.prefix}:funnel:first-seen"
+    return keys.funnel_first_seen
 
 
 def link_outcomes_key(keys: Keys, company_id: str) -> str:
-    # Same key as journey.keys.JourneyKeys.link_outcomes (written by journey.link_callback).
-    return f"{keys.prefix}:link:outcomes:{company_id}"
+    return keys.link_outcomes(company_id)
 
 
 def index_first_seen(pipe: Pipeline, keys: Keys, company_id: str, stamp: str) -> None:

@@ -1,4 +1,29 @@
-"""Redis key names, in one place."""
+"""Every Redis key name of ours, in one place, all under one prefix (`KEY_PREFIX`).
+
+Inbox and outbox (`storage.inbox`, `storage.outbox`, the drain):
+  `{p}:seen:{webhookId}` (string, TTL 72 h), `{p}:inbox` (stream),
+  `{p}:inbox:drain-scheduled` (string, TTL), `{p}:inbox:dead` (stream),
+  `{p}:outbox` and `{p}:outbox:dead` (streams), `{p}:events:ignored` (stream),
+  `{p}:stats:ignored` (hash).
+Companies (`storage.companies`, `company_updates`, `storage.reconciliation`,
+`storage.funnel`, `journey.reconcile`, `journey.refresh`):
+  `{p}:company:{id}` (the document), `{p}:stats:states` (hash),
+  `{p}:reconcile:{state}` (sorted set), `{p}:reconcile:lock:{id}` (string, TTL),
+  `{p}:reconcile:stuck` (hash), `{p}:reconcile:refresh:{id}` (hash, TTL 7 d),
+  `{p}:funnel:first-seen` (sorted set).
+The journey (`journey.link_callback`, `journey.companies`, `journey.integrations`):
+  `{p}:link:outcomes:{id}` (hash, TTL 30 d), `{p}:link:checked:{connectionId}`
+  (string, TTL), `{p}:companies:by-name:{name}` (string),
+  `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL).
+Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
+  `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
+  `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries` and
+  `{p}:deliveries:dead` (sorted sets).
+Metrics (`observability.metrics`):
+  `{p}:metrics:counter:{name}` and `{p}:metrics:histogram:{name}` (hashes).
+
+RQ's own keys (`rq:*`) are RQ's.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +36,8 @@ OUTBOX_GROUP = "relay"
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "authflow"
+
+    # -- the inbox and the outbox -------------------------------------------------
 
     def seen(self, webhook_id: str) -> str:
         return f"{self.prefix}:seen:{webhook_id}"
@@ -39,6 +66,8 @@ class Keys:
     def ignored_events(self) -> str:
         return f"{self.prefix}:events:ignored"
 
+    # -- companies ----------------------------------------------------------------
+
     def company(self, company_id: str) -> str:
         return f"{self.prefix}:company:{company_id}"
 
@@ -49,3 +78,64 @@ class Keys:
     @property
     def ignored_counts(self) -> str:
         return f"{self.prefix}:stats:ignored"
+
+    def reconcile_index(self, state: str) -> str:
+        return f"{self.prefix}:reconcile:{state}"
+
+    def reconcile_lock(self, company_id: str) -> str:
+        return f"{self.prefix}:reconcile:lock:{company_id}"
+
+    @property
+    def reconcile_stuck(self) -> str:
+        return f"{self.prefix}:reconcile:stuck"
+
+    def refresh_tries(self, company_id: str) -> str:
+        return f"{self.prefix}:reconcile:refresh:{company_id}"
+
+    @property
+    def funnel_first_seen(self) -> str:
+        return f"{self.prefix}:funnel:first-seen"
+
+    # -- the journey --------------------------------------------------------------
+
+    def link_outcomes(self, company_id: str) -> str:
+        return f"{self.prefix}:link:outcomes:{company_id}"
+
+    def link_checked(self, connection_id: str) -> str:
+        return f"{self.prefix}:link:checked:{connection_id}"
+
+    def company_by_name(self, name: str) -> str:
+        return f"{self.prefix}:companies:by-name:{name}"
+
+    def integration_cache(self, platform_key: str) -> str:
+        return f"{self.prefix}:cache:integration:{platform_key}"
+
+    def branding_cache(self, platform_key: str) -> str:
+        return f"{self.prefix}:cache:branding:{platform_key}"
+
+    # -- subscriptions and deliveries ---------------------------------------------
+
+    def subscription(self, subscription_id: str) -> str:
+        return f"{self.prefix}:subscription:{subscription_id}"
+
+    @property
+    def subscriptions(self) -> str:
+        return f"{self.prefix}:subscriptions"
+
+    def delivery(self, delivery_id: str) -> str:
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def subscription_deliveries(self, subscription_id: str) -> str:
+        return f"{self.prefix}:subscription:{subscription_id}:deliveries"
+
+    @property
+    def dead_deliveries(self) -> str:
+        return f"{self.prefix}:deliveries:dead"
+
+    # -- metrics ------------------------------------------------------------------
+
+    def metric_counter(self, name: str) -> str:
+        return f"{self.prefix}:metrics:counter:{name}"
+
+    def metric_histogram(self, name: str) -> str:
+        return f"{self.prefix}:metrics:histogram:{name}"

@@ -32,7 +32,7 @@ TRACKED_STATES = (CompanyState.LINKING, CompanyState.LINKED, CompanyState.SYNCIN
 
 
 def index_key(keys: Keys, state: CompanyState | str) -> str:
-    return f"{keys.prefix}:reconcile:{CompanyState(state).value}"
+    return keys.reconcile_index(CompanyState(state).value)
 
 
 def stamp_epoch(stamp: str) -> float:

@@ -70,11 +70,11 @@ class SubscriptionStore:
         self.keys = keys
 
     def _key(self, subscription_id: str) -> str:
-        return f"{self.keys.prefix}:subscription:{subscription_id}"
+        return self.keys.subscription(subscription_id)
 
     @property
     def _index(self) -> str:
-        return f"{self.keys.prefix}:subscriptions"
+        return self.keys.subscriptions
 
     def create(
         self, url: str, event_types: Iterable[str], description: str | None = None

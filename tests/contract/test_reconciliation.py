@@ -128,7 +128,7 @@ def test_flask_reconcile_command_reports_codat_failures(journey_app, journey, co
 def test_stuck_reports_are_served(journey_app, journey):
     company_id = linking_company(journey)
     journey.redis.hset(
-        journey.keys.stuck,
+        journey.keys.reconcile_stuck,
         company_id,
         json.dumps({"companyId": company_id, "state": "linking", "reason": "link_expired"}),
     )
