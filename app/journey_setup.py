@@ -1,7 +1,7 @@
 """Wires the authorization journey into the Flask app: the `Journey` services
-(`app.extensions["journey"]`), the JSON answers for its errors, the Link
-redirect page and the `reconcile` command. (`app/api/__init__.py` registers
-the `/api` endpoints themselves.)"""
+(`app.extensions["journey"]`), the JSON answers for its errors and the page
+the user comes back to from Link (`app/link_page.py`). (`app/api/__init__.py`
+registers the `/api` endpoints themselves.)"""
 
 from __future__ import annotations
 
@@ -37,10 +37,8 @@ def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Jour
     def bad_input(exc: InputError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
-    from app import link_callback
-    from app.cli import reconcile
+    from app import link_page
 
     if "link_callback" not in app.blueprints:
-        app.register_blueprint(link_callback.bp)
-    app.cli.add_command(reconcile)
+        app.register_blueprint(link_page.bp)
     return journey

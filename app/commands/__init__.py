@@ -8,6 +8,7 @@ from app.commands.companies import companies
 from app.commands.deliveries import deliveries
 from app.commands.jobs import jobs
 from app.commands.maintenance import funnel, history
+from app.commands.reconcile import reconcile
 
 
 def register_commands(app: Flask) -> None:
@@ -16,3 +17,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(jobs)
     app.cli.add_command(history)
     app.cli.add_command(funnel)
+    app.cli.add_command(reconcile)
