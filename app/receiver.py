@@ -14,14 +14,14 @@ import json
 import time
 
 import structlog
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 from redis.exceptions import RedisError
 
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
 from codat_authflow.jobs import enqueue_drain
-from codat_authflow.observability.metrics import rejection_outcome
+from codat_authflow.observability.metrics import record_webhook
 from state_machine import InvalidEvent, parse_codat_event
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,7 @@ def receive_codat_webhook():
         acceptance = ext.inbox.accept(webhook_id, body, received_at_ms)
     except RedisError as exc:
         log.error("webhook.unavailable", error=repr(exc))
-        g.webhook_outcome = "unavailable"  # counted by app/ops/metrics_view.py
+        g.webhook_outcome = "unavailable"
         return error_response(
             503,
             "storage_unavailable",
@@ -107,6 +107,49 @@ def _describe(exc: Exception) -> tuple[str, object]:
     if isinstance(exc, RecursionError):
         return "the body is nested too deeply", None
     return f"the body is not valid JSON: {exc}", None
+
+
+# -- the webhook-outcome metric (authflow_webhooks_received_total{outcome}) ----------
+#
+# Decided here and nowhere else: the handler names the outcome in `g`, and
+# `_count_outcome` counts it once the answer is sent. `queued` and
+# `duplicate` are counted by the inbox's accept script itself, atomically
+# with the write (`Services.build` hands it the counter).
+
+_REJECTIONS = {
+    "bad_signature": "bad_signature",
+    "missing_headers": "bad_signature",
+    "unauthorized": "bad_signature",
+    "stale": "stale",
+    "invalid_body": "malformed",
+    "unsupported_media_type": "malformed",
+}
+
+
+def rejection_outcome(code: str) -> str:
+    """The outcome counted for a webhook rejected with error `code`."""
+    return _REJECTIONS.get(code, "malformed")
+
+
+def status_outcome(status: int) -> str:
+    """The outcome of an answer the handler did not name (a 413 raised while
+    reading the body, an unexpected 500)."""
+    return {413: "too_large", 503: "unavailable"}.get(
+        status, "error" if status >= 500 else "malformed"
+    )
+
+
+@bp.after_request
+def _count_outcome(response: Response) -> Response:
+    outcome = g.get("webhook_outcome") or status_outcome(response.status_code)
+    g.webhook_outcome = outcome  # also logged on the request's line (app/ops/request_log.py)
+    if g.get("webhook_outcome_counted"):
+        return response
+    services = current_app.extensions["authflow"]
+    redis, prefix = services.redis, services.store.keys.prefix
+    # After the answer is sent: Codat does not wait for our bookkeeping.
+    response.call_on_close(lambda: record_webhook(redis, prefix, outcome))
+    return response
 
 
 def _reject(status: int, code: str, message: str, details: object = None):

@@ -117,21 +117,6 @@ WEBHOOK_OUTCOMES = (
     "error",  # anything else (a 500: a bug)
 )
 
-_REJECTIONS = {
-    "bad_signature": "bad_signature",
-    "missing_headers": "bad_signature",
-    "unauthorized": "bad_signature",
-    "stale": "stale",
-    "invalid_body": "malformed",
-    "unsupported_media_type": "malformed",
-}
-
-
-def rejection_outcome(code: str) -> str:
-    """The outcome counted for a webhook the receiver rejected with `code`."""
-    return _REJECTIONS.get(code, "malformed")
-
-
 WEBHOOKS_RECEIVED = Counter(
     "authflow_webhooks_received",
     "Codat webhooks received at POST /webhooks/codat, by outcome.",
