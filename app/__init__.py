@@ -36,10 +36,10 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile
 
     from app import health, receiver
-    from app.api import api
+    from app.api import init_api
 
     app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api)
-    init_ops(app)  # /ops/rq, /ops/funnel, /metrics, /api/funnel, request log lines
+    init_api(app)  # /api, its OpenAPI document and /api/docs
+    init_ops(app)  # /ops/rq, /ops/funnel, /metrics, request log lines
     return app

@@ -30,7 +30,20 @@ def error_response(status: int, code: str, message: str, details: Any = None, he
     return response
 
 
+class ApiError(Exception):
+    """Refuse a request with our error shape: raise it from a view or a parser."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None, headers=None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details, self.headers = details, headers
+
+
 def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def refused(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")

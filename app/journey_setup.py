@@ -8,7 +8,6 @@ from __future__ import annotations
 import httpx
 from flask import Flask
 
-from app.api.inputs import InputError
 from app.errors import error_response
 from codat_authflow.bootstrap import build_journey
 from codat_authflow.journey.codat import CodatError
@@ -32,10 +31,6 @@ def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Jour
     def refused(exc: JourneyError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
-
-    @app.errorhandler(InputError)
-    def bad_input(exc: InputError):
-        return error_response(exc.status, exc.code, exc.message, exc.details)
 
     from app import link_page
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
-from marshmallow import Schema, ValidationError, fields, validate
+from flask import current_app, jsonify
+from marshmallow import Schema, fields, validate
 
-from app.errors import error_response
+from app.api import schemas
+from app.api.framework import Blueprint
+from app.errors import ApiError
 from codat_authflow.storage.codec import CompanyRecord
 from state_machine.facts import DataTypeFacts
 from state_machine.readiness import ANY_DATA, ReadinessGate, assess
@@ -17,23 +19,27 @@ bp = Blueprint("companies", __name__)
 COMPANY_ID = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", error="not a company id")
 
 
-class CompanyPathSchema(Schema):
-    companyId = fields.String(required=True, validate=COMPANY_ID)
+class TrackedCompanyPath(Schema):
+    """Any id a webhook may have brought (not only Codat's UUIDs)."""
 
-
-_path = CompanyPathSchema()
+    company_id = fields.String(
+        data_key="companyId",
+        required=True,
+        validate=COMPANY_ID,
+        metadata={"description": "Codat's company id"},
+    )
 
 
 @bp.get("/companies/<company_id>")
+@bp.path(TrackedCompanyPath)
+@bp.response(200, schemas.Company, description="The company as the state machine knows it")
+@bp.errors(400, 401, 404)
 def get_company(company_id: str):
-    try:
-        _path.load({"companyId": company_id})
-    except ValidationError as exc:
-        return error_response(400, "invalid_company_id", "companyId is malformed", exc.messages)
+    """A company's state, connections, initial sync and history"""
     store = current_app.extensions["authflow"].store
     record = store.get(company_id)
     if record is None:
-        return error_response(404, "company_not_found", f"no company {company_id!r} is known")
+        raise ApiError(404, "company_not_found", f"no company {company_id!r} is known")
     return jsonify(company_view(record, store.gate))
 
 

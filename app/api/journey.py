@@ -21,45 +21,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, url_for
+from flask import current_app, jsonify, url_for
 
 from app.api import schemas
 from app.api.companies import company_view
-from app.api.inputs import json_body, path_value, query_args
-from app.api.openapi import document
+from app.api.framework import Blueprint
 from codat_authflow.journey import companies, connections, integrations, reconcile
 from codat_authflow.journey.codat import integrations_query
 from codat_authflow.journey.service import Journey
 
 bp = Blueprint("journey", __name__)
 
-_create_company = schemas.CreateCompanyRequest()
-_integrations_query = schemas.IntegrationsQuery()
-_create_connection = schemas.CreateConnectionRequest()
-_empty = schemas.EmptyRequest()
-
-COMPANY_PARAM = {"companyId": "Codat's company id (a UUID)"}
-CONNECTION_PARAMS = {**COMPANY_PARAM, "connectionId": "Codat's connection id (a UUID)"}
-
 
 def journey() -> Journey:
     return current_app.extensions["journey"]
 
 
-def _company_id(value: str) -> str:
-    return path_value("companyId", value, schemas.UUID, "companyId must be a UUID")
-
-
-def _connection_id(value: str) -> str:
-    return path_value("connectionId", value, schemas.UUID, "connectionId must be a UUID")
-
-
 # -- companies ------------------------------------------------------------------
 
 
-@bp.post("/companies")
-def create_company():
-    body = json_body(_create_company)
+@bp.post("/companies", tags=["companies"])
+@bp.arguments(schemas.CreateCompanyRequest)
+@bp.response(201, schemas.Company, description="Created in Codat")
+@bp.alt_response(
+    200,
+    schema=schemas.Company,
+    description="Already existed (here, or in Codat under this name)",
+    success=True,
+)
+@bp.errors(400, 401, 409, 413, 415, 502, 503, 504)
+def create_company(body: dict[str, Any]):
+    """Create the Codat company for one of your customers (idempotent by name)
+
+    Call it when the customer signs up. `name` is your own id for the
+    customer: the same name again returns the same company (200), never a second Codat
+    company, even after a timeout. The company starts in state `created`.
+    """
     creation = companies.create_company(
         journey(), body["name"], body.get("description"), body.get("tags")
     )
@@ -69,23 +66,6 @@ def create_company():
         "api.companies.get_company", company_id=creation.record.facts.company_id
     )
     return response
-
-
-document(
-    "/companies",
-    "post",
-    summary="Create the Codat company for one of your customers (idempotent by name)",
-    description="Call it when the customer signs up. `name` is your own id for the "
-    "customer: the same name again returns the same company (200), never a second Codat "
-    "company, even after a timeout. The company starts in state `created`.",
-    tags=("companies",),
-    body=schemas.CreateCompanyRequest,
-    responses={
-        "201": ("Created in Codat", schemas.Company),
-        "200": ("Already existed (here, or in Codat under this name)", schemas.Company),
-    },
-    errors=("400", "401", "409", "413", "415", "502", "503", "504"),
-)
 
 
 # -- integrations ---------------------------------------------------------------
@@ -106,9 +86,16 @@ def _integration_view(integration: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@bp.get("/integrations")
-def list_integrations():
-    args = query_args(_integrations_query)
+@bp.get("/integrations", tags=["integrations"])
+@bp.arguments(schemas.IntegrationsQuery, location="query")
+@bp.response(200, schemas.Integrations, description="Integrations")
+@bp.errors(400, 401, 502, 503, 504)
+def list_integrations(args: dict[str, Any]):
+    """The platforms your customers can connect
+
+    Codat's list-integrations, filtered with Codat's query language
+    (`sourceType=Accounting&&enabled=true`).
+    """
     results = integrations.list_integrations(journey(), args.get("sourceType"), args.get("enabled"))
     return jsonify(
         {
@@ -118,21 +105,12 @@ def list_integrations():
     )
 
 
-document(
-    "/integrations",
-    "get",
-    summary="The platforms your customers can connect",
-    description="Codat's list-integrations, filtered with Codat's query language "
-    "(`sourceType=Accounting&&enabled=true`).",
-    tags=("integrations",),
-    query=schemas.IntegrationsQuery,
-    responses={"200": ("Integrations", schemas.Integrations)},
-)
-
-
-@bp.get("/integrations/<platform_key>/branding")
+@bp.get("/integrations/<platform_key>/branding", tags=["integrations"])
+@bp.path(schemas.PlatformPath)
+@bp.response(200, schemas.Branding, description="Branding")
+@bp.errors(400, 401, 404, 502, 503, 504)
 def branding(platform_key: str):
-    path_value("platformKey", platform_key, schemas.PLATFORM_KEY, "platformKey is malformed")
+    """Codat's logos and buttons for a platform (cached for a day)"""
     value, cached = integrations.branding(journey(), platform_key)
     response = jsonify(
         {
@@ -147,131 +125,72 @@ def branding(platform_key: str):
     return response
 
 
-document(
-    "/integrations/{platformKey}/branding",
-    "get",
-    summary="Codat's logos and buttons for a platform (cached for a day)",
-    tags=("integrations",),
-    path_params={"platformKey": "Codat's 4-letter platform key"},
-    responses={"200": ("Branding", schemas.Branding)},
-    errors=("400", "401", "404", "502", "503", "504"),
-)
-
-
 # -- connections ----------------------------------------------------------------
 
 
-@bp.post("/companies/<company_id>/connections")
-def create_connection(company_id: str):
-    _company_id(company_id)
-    body = json_body(_create_connection)
+@bp.post("/companies/<company_id>/connections", tags=["connections"])
+@bp.path(schemas.CompanyPath)
+@bp.arguments(schemas.CreateConnectionRequest)
+@bp.response(201, schemas.ConnectionCreated, description="Created; send the user to linkUrl")
+@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+def create_connection(body: dict[str, Any], company_id: str):
+    """Create a connection and get the linkUrl to send the user to
+
+    A company can link one accounting platform: while it has a linked
+    accounting connection (confirmed with Codat), connecting another accounting platform
+    is a 409 naming it. Banking and commerce connections are unlimited. The company moves
+    to `linking` (or whatever Codat's answer implies).
+    """
     created = connections.create_connection(
         journey(), company_id, body["platformKey"], body.get("linkParams")
     )
     return jsonify(created), 201
 
 
-document(
-    "/companies/{companyId}/connections",
-    "post",
-    summary="Create a connection and get the linkUrl to send the user to",
-    description="A company can link one accounting platform: while it has a linked "
-    "accounting connection (confirmed with Codat), connecting another accounting platform "
-    "is a 409 naming it. Banking and commerce connections are unlimited. The company moves "
-    "to `linking` (or whatever Codat's answer implies).",
-    tags=("connections",),
-    path_params=COMPANY_PARAM,
-    body=schemas.CreateConnectionRequest,
-    responses={"201": ("Created; send the user to linkUrl", schemas.ConnectionCreated)},
-    errors=("400", "401", "404", "409", "413", "415", "502", "503", "504"),
-)
-
-
-@bp.get("/companies/<company_id>/connections")
+@bp.get("/companies/<company_id>/connections", tags=["connections"])
+@bp.path(schemas.CompanyPath)
+@bp.response(200, schemas.Connections, description="Connections")
+@bp.errors(400, 401, 404, 502, 503, 504)
 def list_connections(company_id: str):
-    _company_id(company_id)
+    """The company's connections, live from Codat, with what we know of each"""
     return jsonify(connections.list_connections(journey(), company_id))
 
 
-document(
-    "/companies/{companyId}/connections",
-    "get",
-    summary="The company's connections, live from Codat, with what we know of each",
-    tags=("connections",),
-    path_params=COMPANY_PARAM,
-    responses={"200": ("Connections", schemas.Connections)},
-    errors=("400", "401", "404", "502", "503", "504"),
-)
-
-
-@bp.post("/companies/<company_id>/connections/<connection_id>/unlink")
-def unlink_connection(company_id: str, connection_id: str):
-    _company_id(company_id)
-    _connection_id(connection_id)
-    json_body(_empty, optional=True)
+@bp.post("/companies/<company_id>/connections/<connection_id>/unlink", tags=["connections"])
+@bp.path(schemas.ConnectionPath)
+@bp.arguments(schemas.EmptyRequest, required=False)
+@bp.response(200, schemas.ConnectionChange, description="Unlinked")
+@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+def unlink_connection(_body: dict[str, Any], company_id: str, connection_id: str):
+    """Revoke access to the platform; data already synced is kept"""
     return jsonify(connections.unlink_connection(journey(), company_id, connection_id))
 
 
-document(
-    "/companies/{companyId}/connections/{connectionId}/unlink",
-    "post",
-    summary="Revoke access to the platform; data already synced is kept",
-    tags=("connections",),
-    path_params=CONNECTION_PARAMS,
-    responses={"200": ("Unlinked", schemas.ConnectionChange)},
-    errors=("400", "401", "404", "409", "413", "415", "502", "503", "504"),
-)
-
-
-@bp.delete("/companies/<company_id>/connections/<connection_id>")
+@bp.delete("/companies/<company_id>/connections/<connection_id>", tags=["connections"])
+@bp.path(schemas.ConnectionPath)
+@bp.response(200, schemas.ConnectionChange, description="Deleted")
+@bp.errors(400, 401, 404, 409, 502, 503, 504)
 def delete_connection(company_id: str, connection_id: str):
-    _company_id(company_id)
-    _connection_id(connection_id)
+    """Delete the connection and the data Codat holds through it"""
     return jsonify(connections.delete_connection(journey(), company_id, connection_id))
 
 
-document(
-    "/companies/{companyId}/connections/{connectionId}",
-    "delete",
-    summary="Delete the connection and the data Codat holds through it",
-    tags=("connections",),
-    path_params=CONNECTION_PARAMS,
-    responses={"200": ("Deleted", schemas.ConnectionChange)},
-    errors=("400", "401", "404", "409", "502", "503", "504"),
-)
-
-
-@bp.post("/companies/<company_id>/refresh")
-def refresh(company_id: str):
-    _company_id(company_id)
-    json_body(_empty, optional=True)
+@bp.post("/companies/<company_id>/refresh", tags=["connections"])
+@bp.path(schemas.CompanyPath)
+@bp.arguments(schemas.EmptyRequest, required=False)
+@bp.response(202, schemas.RefreshQueued, description="Queued at Codat")
+@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+def refresh(_body: dict[str, Any], company_id: str):
+    """Queue a fetch of all the company's data"""
     return jsonify(connections.refresh(journey(), company_id)), 202
-
-
-document(
-    "/companies/{companyId}/refresh",
-    "post",
-    summary="Queue a fetch of all the company's data",
-    tags=("connections",),
-    path_params=COMPANY_PARAM,
-    responses={"202": ("Queued at Codat", schemas.RefreshQueued)},
-    errors=("400", "401", "404", "409", "413", "415", "502", "503", "504"),
-)
 
 
 # -- reconciliation ---------------------------------------------------------------
 
 
-@bp.get("/reconciliation/stuck")
+@bp.get("/reconciliation/stuck", tags=["reconciliation"])
+@bp.response(200, schemas.StuckReports, description="Reports")
+@bp.errors(401)
 def stuck():
+    """Companies reconciliation cannot move on its own (e.g. every Link URL expired)"""
     return jsonify({"results": reconcile.stuck_reports(journey())})
-
-
-document(
-    "/reconciliation/stuck",
-    "get",
-    summary="Companies reconciliation cannot move on its own (e.g. every Link URL expired)",
-    tags=("reconciliation",),
-    responses={"200": ("Reports", schemas.StuckReports)},
-    errors=("401",),
-)

@@ -36,6 +36,34 @@ def _max_entries(limit: int):
 
 
 # -- requests -------------------------------------------------------------------
+# Path schemas: attribute names are the URL's variables, data keys the API's names.
+
+
+class CompanyPath(Schema):
+    company_id = fields.String(
+        data_key="companyId",
+        required=True,
+        validate=UUID,
+        metadata={"description": "Codat's company id (a UUID)"},
+    )
+
+
+class ConnectionPath(CompanyPath):
+    connection_id = fields.String(
+        data_key="connectionId",
+        required=True,
+        validate=UUID,
+        metadata={"description": "Codat's connection id (a UUID)"},
+    )
+
+
+class PlatformPath(Schema):
+    platform_key = fields.String(
+        data_key="platformKey",
+        required=True,
+        validate=PLATFORM_KEY,
+        metadata={"description": "Codat's 4-letter platform key"},
+    )
 
 
 class CreateCompanyRequest(Schema):

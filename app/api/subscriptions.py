@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from flask import current_app, jsonify
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from app.errors import error_response
+from app.api.framework import Blueprint
+from app.errors import ApiError
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.attempts import replay_dead_letters
 from codat_authflow.delivery.url_guard import MAX_URL_LENGTH, UnsafeURL, check_url
@@ -23,7 +24,6 @@ from state_machine.notifications import NOTIFICATION_TYPES
 bp = Blueprint("subscriptions", __name__)
 
 EVENT_TYPES = (*NOTIFICATION_TYPES, "*")
-MAX_JSON_BYTES = 64 * 1024
 SUBSCRIPTION_ID = validate.Regexp(r"^sub_[0-9a-f]{32}$", error="not a subscription id")
 
 
@@ -35,7 +35,23 @@ def _event_types(value: list[str]) -> None:
         )
 
 
-class SubscriptionCreateSchema(Schema):
+class _SubscriberURL(Schema):
+    """A subscriber's url must pass the SSRF guard; it is kept normalised."""
+
+    @post_load
+    def _safe_url(self, data: dict, **_: Any) -> dict:
+        if "url" in data:
+            allow_private = current_app.extensions[
+                "authflow"
+            ].settings.allow_private_subscriber_urls
+            try:
+                data["url"] = check_url(data["url"], allow_private=allow_private).url
+            except UnsafeURL as exc:
+                raise ValidationError(f"the url cannot be used: {exc}", field_name="url") from exc
+        return data
+
+
+class SubscriptionCreateSchema(_SubscriberURL):
     url = fields.String(required=True, validate=validate.Length(min=1, max=MAX_URL_LENGTH))
     eventTypes = fields.List(
         fields.String(), required=True, validate=[validate.Length(min=1, max=20), _event_types]
@@ -43,7 +59,7 @@ class SubscriptionCreateSchema(Schema):
     description = fields.String(load_default=None, validate=validate.Length(max=500))
 
 
-class SubscriptionPatchSchema(Schema):
+class SubscriptionPatchSchema(_SubscriberURL):
     url = fields.String(validate=validate.Length(min=1, max=MAX_URL_LENGTH))
     eventTypes = fields.List(
         fields.String(), validate=[validate.Length(min=1, max=20), _event_types]
@@ -65,45 +81,75 @@ class ReplaySchema(Schema):
     until = fields.AwareDateTime(data_key="to", default_timezone=UTC)
 
 
-def _json_body(schema: Schema) -> dict:
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise _BadRequest(413, "payload_too_large", f"bodies are limited to {MAX_JSON_BYTES} bytes")
-    if not request.is_json:
-        raise _BadRequest(415, "unsupported_media_type", "Content-Type must be application/json")
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:  # silent=True only covers ValueError: deep nesting got through
-        raise _BadRequest(400, "invalid_body", "the body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise _BadRequest(400, "invalid_body", "the body must be a JSON object")
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        raise _BadRequest(400, "invalid_body", "the body is not valid", exc.messages) from exc
+# -- responses (documentation) ------------------------------------------------------
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
-        self.args = (status, code, message, details)
+class SubscriptionOut(Schema):
+    id = fields.String()
+    url = fields.String()
+    eventTypes = fields.List(fields.String())
+    description = fields.String(allow_none=True)
+    enabled = fields.Boolean()
+    disabledReason = fields.String(allow_none=True)
+    failingSince = fields.String(allow_none=True)
+    createdAt = fields.String()
 
 
-@bp.errorhandler(_BadRequest)
-def _bad_request(exc: _BadRequest):
-    return error_response(*exc.args)
+class SubscriptionCreated(SubscriptionOut):
+    secret = fields.String(metadata={"description": "whsec_...; shown only once"})
+
+
+class SecretRotated(SubscriptionCreated):
+    previousSecretsValidUntil = fields.String(allow_none=True)
+
+
+class SubscriptionList(Schema):
+    subscriptions = fields.List(fields.Nested(SubscriptionOut))
+
+
+class DeliveryAttempt(Schema):
+    at = fields.String()
+    statusCode = fields.Integer(allow_none=True)
+    latencyMs = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class DeliveryOut(Schema):
+    id = fields.String()
+    notificationId = fields.String()
+    type = fields.String()
+    companyId = fields.String(allow_none=True)
+    status = fields.String()
+    createdAt = fields.String()
+    nextAttemptAt = fields.String(allow_none=True)
+    replays = fields.Integer()
+    attempts = fields.List(fields.Nested(DeliveryAttempt))
+
+
+class DeliveryList(Schema):
+    deliveries = fields.List(fields.Nested(DeliveryOut))
+
+
+class Replayed(Schema):
+    replayed = fields.Integer()
+    deliveryIds = fields.List(fields.String())
+
+
+# -- path and query -----------------------------------------------------------------
+
+
+class SubscriptionPath(Schema):
+    subscription_id = fields.String(
+        data_key="subscriptionId", required=True, validate=SUBSCRIPTION_ID
+    )
+
+
+class DeliveriesQuery(Schema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
 def _context() -> Services:
     return current_app.extensions["authflow"]
-
-
-def _checked_url(url: str) -> str:
-    allow_private = current_app.extensions["authflow"].settings.allow_private_subscriber_urls
-    try:
-        return check_url(url, allow_private=allow_private).url
-    except UnsafeURL as exc:
-        raise _BadRequest(
-            400, "invalid_body", "the url cannot be used", {"url": [str(exc)]}
-        ) from exc
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -148,21 +194,25 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
 
 
 def _found(subscription_id: str) -> Subscription:
-    try:
-        SUBSCRIPTION_ID(subscription_id)
-    except ValidationError as exc:
-        raise _BadRequest(400, "invalid_subscription_id", str(exc.messages[0])) from exc
     subscription = _context().subscriptions.get(subscription_id)
     if subscription is None:
-        raise _BadRequest(404, "subscription_not_found", f"no subscription {subscription_id!r}")
+        raise _not_found(subscription_id)
     return subscription
 
 
+def _not_found(subscription_id: str) -> ApiError:
+    return ApiError(404, "subscription_not_found", f"no subscription {subscription_id!r}")
+
+
 @bp.post("/subscriptions")
-def create_subscription():
-    data = _json_body(SubscriptionCreateSchema())
-    url = _checked_url(data["url"])
-    subscription = _context().subscriptions.create(url, data["eventTypes"], data["description"])
+@bp.arguments(SubscriptionCreateSchema)
+@bp.response(201, SubscriptionCreated, description="Created; the secret is shown only here")
+@bp.errors(400, 401, 413, 415)
+def create_subscription(data: dict[str, Any]):
+    """Subscribe a URL to our notifications"""
+    subscription = _context().subscriptions.create(
+        data["url"], data["eventTypes"], data["description"]
+    )
     # The secret is shown once, here; afterwards only rotate-secret reveals a new one.
     return jsonify(
         {**subscription_view(subscription), "secret": subscription.secrets[0].secret}
@@ -170,23 +220,32 @@ def create_subscription():
 
 
 @bp.get("/subscriptions")
+@bp.response(200, SubscriptionList, description="Every subscription")
+@bp.errors(401)
 def list_subscriptions():
+    """The subscriptions, without their secrets"""
     return jsonify(
         {"subscriptions": [subscription_view(s) for s in _context().subscriptions.all()]}
     )
 
 
 @bp.get("/subscriptions/<subscription_id>")
+@bp.path(SubscriptionPath)
+@bp.response(200, SubscriptionOut, description="The subscription, without its secret")
+@bp.errors(400, 401, 404)
 def get_subscription(subscription_id: str):
+    """One subscription"""
     return jsonify(subscription_view(_found(subscription_id)))
 
 
 @bp.patch("/subscriptions/<subscription_id>")
-def update_subscription(subscription_id: str):
+@bp.path(SubscriptionPath)
+@bp.arguments(SubscriptionPatchSchema)
+@bp.response(200, SubscriptionOut, description="The subscription as changed")
+@bp.errors(400, 401, 404, 413, 415)
+def update_subscription(data: dict[str, Any], subscription_id: str):
+    """Change a subscription's url, event types, description or enabled flag"""
     _found(subscription_id)
-    data = _json_body(SubscriptionPatchSchema())
-    if "url" in data:
-        data["url"] = _checked_url(data["url"])
     updated = _context().subscriptions.update(
         subscription_id,
         url=data.get("url"),
@@ -195,23 +254,31 @@ def update_subscription(subscription_id: str):
         enabled=data.get("enabled"),
     )
     if updated is None:
-        raise _BadRequest(404, "subscription_not_found", f"no subscription {subscription_id!r}")
+        raise _not_found(subscription_id)
     return jsonify(subscription_view(updated))
 
 
 @bp.delete("/subscriptions/<subscription_id>")
+@bp.path(SubscriptionPath)
+@bp.response(204, description="Deleted")
+@bp.errors(400, 401, 404)
 def delete_subscription(subscription_id: str):
+    """Delete a subscription; nothing more is delivered to it"""
     _found(subscription_id)
     _context().subscriptions.delete(subscription_id)
     return "", 204
 
 
 @bp.post("/subscriptions/<subscription_id>/rotate-secret")
+@bp.path(SubscriptionPath)
+@bp.response(200, SecretRotated, description="The new secret; the old ones sign for a day")
+@bp.errors(400, 401, 404)
 def rotate_secret(subscription_id: str):
+    """Replace the signing secret (the previous one stays valid for a day)"""
     _found(subscription_id)
     rotated = _context().subscriptions.rotate_secret(subscription_id)
     if rotated is None:
-        raise _BadRequest(404, "subscription_not_found", f"no subscription {subscription_id!r}")
+        raise _not_found(subscription_id)
     subscription, secret = rotated
     return jsonify(
         {
@@ -225,18 +292,23 @@ def rotate_secret(subscription_id: str):
 
 
 @bp.get("/subscriptions/<subscription_id>/deliveries")
-def list_deliveries(subscription_id: str):
+@bp.path(SubscriptionPath)
+@bp.arguments(DeliveriesQuery, location="query")
+@bp.response(200, DeliveryList, description="The latest deliveries, newest first")
+@bp.errors(400, 401, 404)
+def list_deliveries(query: dict[str, Any], subscription_id: str):
+    """A subscription's deliveries and their attempts"""
     _found(subscription_id)
-    limit = request.args.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise _BadRequest(400, "invalid_query", "limit must be an integer from 1 to 1000")
-    deliveries = _context().deliveries.for_subscription(subscription_id, int(limit))
+    deliveries = _context().deliveries.for_subscription(subscription_id, query["limit"])
     return jsonify({"deliveries": [delivery_view(d) for d in deliveries]})
 
 
 @bp.post("/deliveries/replay")
-def replay():
-    data = _json_body(ReplaySchema()) if request.content_length else {}
+@bp.arguments(ReplaySchema, required=False)
+@bp.response(200, Replayed, description="How many dead letters were queued again")
+@bp.errors(400, 401, 413, 415)
+def replay(data: dict[str, Any]):
+    """Deliver dead letters again, filtered by subscription, company and time"""
     replayed = replay_dead_letters(
         _context(),
         subscription_id=data.get("subscriptionId"),

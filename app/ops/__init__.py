@@ -1,5 +1,5 @@
 """Operations: the RQ dashboard at `/ops/rq`, the funnel page at `/ops/funnel`,
-`/metrics`, `GET /api/funnel`, and a JSON log line per request.
+`/metrics`, and a JSON log line per request (`GET /api/funnel` is in `app.api`).
 
 `init_ops(app)` wires it all into the app built by `create_app`. Everything
 under `/ops` (and `/metrics` unless METRICS_PUBLIC=1) needs the ops token:
@@ -36,7 +36,6 @@ def init_ops(app: Flask) -> None:
     # Before the dashboard's own hooks: nothing of it runs unauthenticated.
     app.before_request_funcs.setdefault("rq_dashboard", []).insert(0, require_ops_auth)
     app.register_blueprint(bp)
-    app.register_blueprint(funnel_api.bp)
 
 
 @bp.get("/")
