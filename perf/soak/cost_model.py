@@ -14,8 +14,8 @@ from perf.soak.measure import CPU_MS, commandstats, deliveries_of
 from tests.support.lifecycles import build
 from tests.support.processes import (
     TEST_WEBHOOK_SECRET,
+    start_redis,
 )
-from tests.support.redis_server import start_redis_server
 from tests.support.signing import encode_body, signed_headers
 from tests.support.subscriber import Subscriber
 
@@ -34,7 +34,7 @@ def cost_model(batch_sizes: Sequence[int] = (1, 10, 50, 200)) -> dict[str, Any]:
     from workers.notify import attempt_delivery
     from workers.worker import AuthflowWorker
 
-    server = start_redis_server()
+    server = start_redis()
     subscriber = Subscriber()
     try:
         conn = redis_lib.Redis.from_url(server.url)

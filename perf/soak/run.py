@@ -39,8 +39,7 @@ from perf.soak.plan import Plan, plan_traffic
 from perf.soak.report import Figures, SoakReport
 from perf.soak.stack import Stack
 from perf.soak.traffic import Poster
-from tests.support.processes import TEST_WEBHOOK_SECRET
-from tests.support.redis_server import start_redis_server
+from tests.support.processes import TEST_WEBHOOK_SECRET, start_redis
 from tests.support.subscriber import Subscriber
 
 
@@ -86,10 +85,10 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
             f"plan: {len(plan.companies)} companies, {plan.messages} events, "
             f"{len(plan.posts)} deliveries over {config.duration:.0f}s; data in {self.data_dir}"
         )
-        server = start_redis_server(
+        server = start_redis(
             self.data_dir / "redis",
             persistent=True,
-            extra_args=("--maxmemory-policy", "noeviction"),
+            config={"maxmemory-policy": "noeviction"},
         )
         self.server = server
         self.conn = CountingRedis.from_url(server.url, socket_timeout=5, socket_connect_timeout=2)
