@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.support.redis_server import (
+from tests.support.processes import (
     RedisBinaryNotFoundError,
     free_port,
     kill_with_parent,
     port_is_free,
-    start_redis_server,
+    start_redis,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -294,17 +294,19 @@ def _start_fake_redis() -> tuple[str, Callable[[], None]]:
 def start_dev_redis(data_dir: Path = REDIS_DATA_DIR) -> tuple[str, Callable[[], None]]:
     """Start the development Redis; returns (url, stop)."""
     try:
-        server = start_redis_server(data_dir, persistent=True, port=_pick_port())
+        server = start_redis(data_dir, persistent=True, port=_pick_port())
     except RedisBinaryNotFoundError:
         return _start_fake_redis()
+    assert server.process is not None
+    binary = Path(server.process.argv[0]).name
     print(
-        f"run-stack: {server.binary.name} pid {server.pid} on {server.url}, "
-        f"data in {data_dir} (log: {server.log_path})",
+        f"run-stack: {binary} pid {server.pid} on {server.url}, "
+        f"data in {data_dir} (log: {server.process.stdout_path})",
         flush=True,
     )
 
     def stop() -> None:
-        print(f"run-stack: stopping {server.binary.name} (data stays in {data_dir})", flush=True)
+        print(f"run-stack: stopping {binary} (data stays in {data_dir})", flush=True)
         server.stop()
 
     return server.url, stop

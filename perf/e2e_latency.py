@@ -127,9 +127,9 @@ from tests.support.processes import (
     TEST_WEBHOOK_SECRET,
     Process,
     start_gunicorn,
+    start_redis,
     start_rq_workers,
 )
-from tests.support.redis_server import start_redis_server
 from tests.support.signing import encode_body, signed_headers
 from tests.support.subscriber import Subscriber
 
@@ -728,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     samples: list[tuple[float, int, int]] = []  # time, deliver jobs queued, inbox entries
-    with start_redis_server() as server, Subscriber() as subscriber:
+    with start_redis() as server, Subscriber() as subscriber:
         if args.subscriber_nodelay:  # the handler class is this subscriber's own
             subscriber._server.RequestHandlerClass.disable_nagle_algorithm = True
         conn = redis_lib.Redis.from_url(server.url)

@@ -10,7 +10,7 @@ Run from the repository root::
     python -m perf.memory --quick               # 10,000 companies, 20,000 ids, ~20 s
     python -m perf.memory --companies 50000 --seen-ids 200000 --fillers 1
 
-What happens, on a private Redis (``tests.support.redis_server``; never the shared
+What happens, on a private Redis (``tests.support.processes.start_redis``; never the shared
 6379), nothing persisted:
 
 * **companies, through the real code path.** ``--companies`` companies, every
@@ -84,8 +84,7 @@ from codat_authflow.storage.reconciliation import TRACKED_STATES, index_key
 from perf.support import code_version, median
 from state_machine import parse_codat_event
 from tests.support.lifecycles import LIFECYCLES, Lifecycle, build, new_connection
-from tests.support.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.processes import TEST_API_TOKEN, TEST_WEBHOOK_SECRET, RedisServer, start_redis
 from tests.support.signing import encode_body
 
 TARGET_BYTES_PER_COMPANY = 2048
@@ -525,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seen_ids:,} webhook ids through Inbox.accept (TTL {settings.dedupe_ttl_seconds} s)"
     )
     print(f"  code: {code_version()}")
-    with start_redis_server() as server:
+    with start_redis() as server:
         conn = redis_lib.Redis.from_url(server.url)
         info = conn.info("server")
         print(

@@ -12,7 +12,7 @@ Run from the repository root::
 
 What happens:
 
-* a private Redis is started (``tests.support.redis_server``; never the shared
+* a private Redis is started (``tests.support.processes.start_redis``; never the shared
   6379), and one gunicorn per configuration, all with identical settings:
   ``--workers 2`` plus whatever options the Procfile's ``web:`` line has
   today (read at start-up; sync workers unless it says otherwise) plus
@@ -74,8 +74,14 @@ from perf.support import (
     run_main,
 )
 from tests.support.lifecycles import LIFECYCLES, build
-from tests.support.processes import REPO_ROOT, TEST_WEBHOOK_SECRET, Process, start_gunicorn
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.processes import (
+    REPO_ROOT,
+    TEST_WEBHOOK_SECRET,
+    Process,
+    RedisServer,
+    start_gunicorn,
+    start_redis,
+)
 from tests.support.signing import encode_body, signed_headers
 
 PATH = "/webhooks/codat"
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[Run] = []
     processes: list[Process] = []
-    with start_redis_server() as redis_server:
+    with start_redis() as redis_server:
         conn = redis_lib.Redis.from_url(redis_server.url)
         version = conn.info("server").get("redis_version", "?")
         try:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tests import processes
+from tests.support import processes
 from tests.support.processes import REPO_ROOT
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

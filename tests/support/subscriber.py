@@ -18,7 +18,7 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.support.redis_server import free_port
+from tests.support.processes import free_port
 
 
 @dataclass
