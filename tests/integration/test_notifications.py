@@ -111,21 +111,36 @@ def ready_ids_by_company(subscriber):
 
 def test_a_subscriber_down_at_first_gets_everything_once_it_is_up(stack, subscriber):
     base_url = stack["web"].url
-    subscribe(base_url, subscriber, ["*"])
+    subscription_id = subscribe(base_url, subscriber, ["*"])["id"]
     subscriber.stop()  # connections refused for the first attempts
     life, _ = build("happy_path")
     deliver_lifecycles(base_url, [(life, "ready")], random.Random(1), repeats=(1, 1))
-    time.sleep(1.0)
-    subscriber.start()
-    subscriber.wait_for(lambda s: len(s.of_type("company.ready")) == 1, timeout=30)
-    subscription_id = httpx.get(f"{base_url}/api/subscriptions", headers=AUTH).json()[
-        "subscriptions"
-    ][0]["id"]
 
     def deliveries():
         return httpx.get(
             f"{base_url}/api/subscriptions/{subscription_id}/deliveries", headers=AUTH
         ).json()["deliveries"]
+
+    def company_state():
+        return (
+            httpx.get(f"{base_url}/api/companies/{life.company_id}", headers=AUTH)
+            .json()
+            .get("state")
+        )
+
+    # Up again only once every notification had its first attempt refused
+    # (however slow the machine is to drain and relay).
+    subscriber.wait_for(
+        lambda _: (
+            company_state() == "ready"
+            and (listed := deliveries())
+            and any(d["type"] == "company.ready" for d in listed)
+            and all(d["attempts"] for d in listed)
+        ),
+        timeout=60,
+    )
+    subscriber.start()
+    subscriber.wait_for(lambda s: len(s.of_type("company.ready")) == 1, timeout=30)
 
     subscriber.wait_for(lambda s: all(d["status"] == "delivered" for d in deliveries()), timeout=30)
     listed = deliveries()
