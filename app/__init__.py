@@ -9,11 +9,13 @@ from collections.abc import Mapping
 
 from flask import Flask
 from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.commands import register_commands
 from app.errors import register_error_handlers
 from app.journey_setup import init_journey
 from app.ops import init_ops
+from app.rate_limits import init_rate_limits
 from app.signature import SignatureVerifier
 from codat_authflow.bootstrap import Services
 from codat_authflow.logs import configure_logging
@@ -28,12 +30,16 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json.sort_keys = False
+    if settings.trusted_proxies:  # only then is X-Forwarded-For more than the client's word
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     # The one bootstrap: the same services the workers and the CLI use.
     app.extensions["authflow"] = Services.build(settings, redis)
     app.extensions["verifier"] = SignatureVerifier(settings.webhook_secrets)
     register_error_handlers(app)
     register_commands(app)
     init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile
+    init_rate_limits(app, app.extensions["authflow"])  # per client address, public endpoints
 
     from app import health, receiver
     from app.api import init_api

@@ -6,7 +6,9 @@ from typing import Any
 
 import structlog
 from flask import Flask, jsonify, request
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = structlog.get_logger(__name__)
@@ -51,6 +53,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RedisError)
     def storage_unavailable(exc: RedisError):
+        if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            log.exception("redis.error", path=request.path, error=repr(exc))
+            return error_response(500, "storage_error", "Redis answered with an error; logged")
         log.error("redis.unavailable", error=repr(exc))
         return error_response(
             503,

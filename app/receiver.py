@@ -9,6 +9,7 @@ store is a 503, so Codat retries. All further work happens in the workers.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import time
@@ -16,7 +17,9 @@ import time
 import structlog
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
@@ -54,7 +57,7 @@ def receive_codat_webhook():
         return _reject(415, "unsupported_media_type", "Content-Type must be application/json")
 
     headers = {name: request.headers[name] for name in HEADER_NAMES if name in request.headers}
-    webhook_id = webhook_id_of(headers)[:200]
+    webhook_id = dedupe_id(webhook_id_of(headers))
     structlog.contextvars.bind_contextvars(webhook_id=webhook_id)
 
     expected_authorization = ext.settings.webhook_authorization
@@ -76,7 +79,7 @@ def receive_codat_webhook():
 
     try:
         acceptance = ext.inbox.accept(webhook_id, body, received_at_ms)
-    except RedisError as exc:
+    except (RedisConnectionError, RedisTimeoutError) as exc:
         log.error("webhook.unavailable", error=repr(exc))
         g.webhook_outcome = "unavailable"
         return error_response(
@@ -85,6 +88,10 @@ def receive_codat_webhook():
             "could not store the webhook; retry later",
             headers={"Retry-After": "5"},
         )
+    except RedisError as exc:  # Redis answered, with an error: ours to fix, not an outage
+        log.exception("webhook.storage_error", error=repr(exc))
+        g.webhook_outcome = "error"
+        return error_response(500, "storage_error", "Redis refused the write; it has been logged")
     g.webhook_outcome_counted = True  # by the accept script itself
     if not acceptance.queued:
         g.webhook_outcome = "duplicate"
@@ -97,6 +104,17 @@ def receive_codat_webhook():
             log.warning("webhook.drain_not_scheduled", error=repr(exc))
     g.webhook_outcome = "queued"  # logged on the request's line (app/ops/request_log.py)
     return jsonify({"status": "queued", "webhookId": webhook_id}), 202
+
+
+MAX_ID_CHARS = 200  # the key budget of `{p}:seen:{webhookId}`
+
+
+def dedupe_id(webhook_id: str) -> str:
+    """The id deduplicated on: the whole id, or, past MAX_ID_CHARS, its
+    SHA-256 (two ids sharing their first 200 characters stay two)."""
+    if len(webhook_id) <= MAX_ID_CHARS:
+        return webhook_id
+    return "sha256:" + hashlib.sha256(webhook_id.encode()).hexdigest()
 
 
 def _describe(exc: Exception) -> tuple[str, object]:

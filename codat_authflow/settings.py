@@ -131,6 +131,9 @@ class Settings:
     # Operations (app/ops): a separate token for /ops and /metrics, public metrics.
     ops_token: str | None = field(default=None, repr=False)
     metrics_public: bool = False
+    # Proxy hops in front of gunicorn whose X-Forwarded-For/-Proto are trusted
+    # (werkzeug's ProxyFix); 0: the socket's peer is the client.
+    trusted_proxies: int = 0
 
     @property
     def development(self) -> bool:
@@ -196,4 +199,5 @@ class Settings:
             refresh_backoff_seconds=_int(env, "RECONCILE_REFRESH_BACKOFF_SECONDS", 900),
             ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
             metrics_public=_flag(env, "METRICS_PUBLIC"),
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, minimum=0),
         )

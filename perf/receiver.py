@@ -165,10 +165,12 @@ def procfile_web_options(procfile: Path = REPO_ROOT / "Procfile") -> list[str]:
     index = 1  # past "gunicorn"
     while index < len(argv):  # bounded: every pass moves on
         token = argv[index]
-        if token in ("-b", "--bind", "-w", "--workers"):
+        if token in ("-b", "--bind", "-w", "--workers", "-c", "--config"):  # start_gunicorn's
             index += 2
             continue
-        if not token.startswith(("--bind=", "--workers=")) and not APP_SPEC.match(token):
+        if not token.startswith(("--bind=", "--workers=", "--config=")) and not APP_SPEC.match(
+            token
+        ):
             options.append(token)
         index += 1
     return options
@@ -271,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=1, help="load generator processes (1)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument(
-        "--worker-class", choices=["sync", "gthread"], help="default: the Procfile's (sync)"
+        "--worker-class",
+        choices=["sync", "gthread"],
+        help="default: gthread (app/gunicorn_conf.py)",
     )
     parser.add_argument("--threads", type=int, default=4, help="threads per gthread worker")
     parser.add_argument(

@@ -27,8 +27,15 @@ from codat_authflow.journey.service import Journey
 log = structlog.get_logger(__name__)
 
 OUTCOME_TTL_SECONDS = 30 * 24 * 3600
-CHECK_THROTTLE_SECONDS = 5
+CHECK_THROTTLE_SECONDS = 5  # one get-connection per connection in this time
 MAX_REPORTED_TEXT = 200
+#: Outcomes kept per company (the oldest go first); real companies have a few connections.
+MAX_OUTCOMES_PER_COMPANY = 50
+#: Codat checks from this public page: at most this many per company and in
+#: all, per window (fixed windows, counted in Redis across every web worker).
+CHECK_WINDOW_SECONDS = 60
+COMPANY_CHECKS_PER_WINDOW = 5
+GLOBAL_CHECKS_PER_WINDOW = 60
 
 #: Outcomes that count as success (LINK_SUCCESS_URL); the rest go to LINK_FAILURE_URL.
 SUCCESS_OUTCOMES = frozenset({"connected", "pending"})
@@ -81,10 +88,7 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
         return CallbackResult("invalid", company_id, connection_id)
 
     verified, connection = False, None
-    throttle = journey.keys.link_checked(connection_id)
-    if journey.codat is not None and journey.redis.set(
-        throttle, "1", nx=True, ex=CHECK_THROTTLE_SECONDS
-    ):
+    if _may_check_with_codat(journey, company_id, connection_id):
         try:
             record, connection = check_connection(
                 journey, company_id, connection_id, source=LINK_CALLBACK
@@ -102,10 +106,14 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
         platform_name = known.platform_name if known is not None else None
 
     outcome = decide(reported, status)
-    journey.redis.hset(
-        journey.keys.link_outcomes(company_id),
-        connection_id,
-        json.dumps(
+    # Recorded only for a connection of this company: one in its facts, or one
+    # Codat has just confirmed (check_connection put it in the facts). Random
+    # ids from anyone who can type a URL are shown a page and stored nowhere.
+    if known is not None or connection is not None:
+        record_outcome(
+            journey,
+            company_id,
+            connection_id,
             {
                 "outcome": outcome,
                 "reported": {
@@ -117,10 +125,7 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
                 "checkedWithCodat": verified,
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(journey.now())),
             },
-            separators=(",", ":"),
-        ),
-    )
-    journey.redis.expire(journey.keys.link_outcomes(company_id), OUTCOME_TTL_SECONDS)
+        )
     log.info(
         "link_callback.outcome",
         company_id=company_id,
@@ -129,5 +134,62 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
         reported_status_code=params.get("statusCode"),
         confirmed_status=status,
         verified=verified,
+        recorded=known is not None or connection is not None,
     )
     return CallbackResult(outcome, company_id, connection_id, platform_name, status, verified)
+
+
+def _may_check_with_codat(journey: Journey, company_id: str, connection_id: str) -> bool:
+    """Whether this request may call Codat: once per connection every
+    CHECK_THROTTLE_SECONDS, within the company's and the global budget per
+    window. The budgets are counted before the per-connection marker is
+    written, so a flood of new ids writes no more markers than calls."""
+    if journey.codat is None:
+        return False
+    redis, keys = journey.redis, journey.keys
+    if redis.exists(keys.link_checked(connection_id)):
+        return False
+    window = int(journey.now()) // CHECK_WINDOW_SECONDS
+    for key, limit, scope in (
+        (keys.link_checks_company(company_id, window), COMPANY_CHECKS_PER_WINDOW, "company"),
+        (keys.link_checks_all(window), GLOBAL_CHECKS_PER_WINDOW, "global"),
+    ):
+        pipe = redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 2 * CHECK_WINDOW_SECONDS)
+        count, _ = pipe.execute()
+        if count > limit:
+            if count == limit + 1:  # once per window, not once per request
+                log.warning("link_callback.checks_throttled", scope=scope, company_id=company_id)
+            return False
+    return bool(
+        redis.set(keys.link_checked(connection_id), "1", nx=True, ex=CHECK_THROTTLE_SECONDS)
+    )
+
+
+def record_outcome(
+    journey: Journey, company_id: str, connection_id: str, outcome: dict[str, Any]
+) -> None:
+    """Keep `outcome` as the connection's latest, and at most
+    MAX_OUTCOMES_PER_COMPANY outcomes for the company (the oldest by `at` go)."""
+    key = journey.keys.link_outcomes(company_id)
+    pipe = journey.redis.pipeline(transaction=True)
+    pipe.hset(key, connection_id, json.dumps(outcome, separators=(",", ":")))
+    pipe.expire(key, OUTCOME_TTL_SECONDS)
+    pipe.hlen(key)
+    _, _, size = pipe.execute()
+    if size <= MAX_OUTCOMES_PER_COMPANY:
+        return
+    kept: list[tuple[str, bytes]] = []
+    for field, value in journey.redis.hgetall(key).items():
+        if field == connection_id.encode():
+            continue  # the one just written stays
+        try:
+            at = str(json.loads(value).get("at") or "")
+        except (ValueError, AttributeError):
+            at = ""
+        kept.append((at, field))
+    kept.sort()
+    extra = [field for _, field in kept[: len(kept) + 1 - MAX_OUTCOMES_PER_COMPANY]]
+    if extra:
+        journey.redis.hdel(key, *extra)

@@ -12,8 +12,11 @@ Companies (`storage.companies`, `company_updates`, `storage.reconciliation`,
   `{p}:reconcile:stuck` (hash), `{p}:reconcile:refresh:{id}` (hash, TTL 7 d),
   `{p}:funnel:first-seen` (sorted set).
 The journey (`journey.link_callback`, `journey.companies`, `journey.integrations`):
-  `{p}:link:outcomes:{id}` (hash, TTL 30 d), `{p}:link:checked:{connectionId}`
-  (string, TTL), `{p}:companies:by-name:{name}` (string),
+  `{p}:link:outcomes:{id}` (hash, TTL 30 d, at most 50 fields),
+  `{p}:link:checked:{connectionId}` (string, TTL 5 s),
+  `{p}:link:checks:company:{id}:{window}` and `{p}:link:checks:all:{window}`
+  (counters, TTL 2 windows), `{p}:ratelimit...` (flask-limiter's, TTL),
+  `{p}:companies:by-name:{name}` (string),
   `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL).
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
@@ -103,6 +106,17 @@ class Keys:
 
     def link_checked(self, connection_id: str) -> str:
         return f"{self.prefix}:link:checked:{connection_id}"
+
+    def link_checks_company(self, company_id: str, window: int) -> str:
+        return f"{self.prefix}:link:checks:company:{company_id}:{window}"
+
+    def link_checks_all(self, window: int) -> str:
+        return f"{self.prefix}:link:checks:all:{window}"
+
+    @property
+    def rate_limit_prefix(self) -> str:
+        """flask-limiter's keys (app/rate_limits.py) all start with this."""
+        return f"{self.prefix}:ratelimit"
 
     def company_by_name(self, name: str) -> str:
         return f"{self.prefix}:companies:by-name:{name}"

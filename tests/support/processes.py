@@ -320,6 +320,7 @@ def start_gunicorn(
         bind_port = port if port is not None else free_port()
         argv = [
             sys.executable, "-m", "gunicorn",
+            "--config", "python:app.gunicorn_conf",  # production's settings (app/gunicorn_conf.py)
             "--workers", str(workers),
             "--bind", f"{LOOPBACK}:{bind_port}",
             *extra_args,

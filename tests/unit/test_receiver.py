@@ -331,3 +331,45 @@ def test_secrets_and_signatures_never_reach_the_logs(client, caplog):
     assert "'outcome': 'queued'" in logged and "webhook.rejected" in logged
     assert SECRET[6:] not in logged
     assert headers["webhook-signature"].split(",")[1] not in logged
+
+
+# -- issue 12, the receiver's smaller defects ---------------------------------------
+
+
+def test_an_unsigned_old_request_is_a_bad_signature_not_stale(client):
+    body = body_of()
+    old = datetime.now(UTC) - timedelta(hours=1)
+    headers = signed_headers(
+        "whsec_" + "d3Jvbmctc2VjcmV0LW5vdC1vdXJzLTAwMDAwMDAw", body, timestamp=old
+    )
+    response = post(client, body, headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "bad_signature"
+    # Signed by us but old: that one is stale.
+    response = post(client, body, signed_headers(SECRET, body, timestamp=old))
+    assert response.get_json()["error"]["code"] == "stale"
+
+
+class _BrokenScriptRedis(fakeredis.FakeRedis):
+    def evalsha(self, *args, **kwargs):
+        from redis.exceptions import ResponseError
+
+        raise ResponseError("NOSCRIPT or a bug of ours")
+
+
+def test_a_redis_error_that_is_not_an_outage_is_a_500_with_a_clear_code():
+    client = create_app(ENV, redis=_BrokenScriptRedis()).test_client()
+    body = body_of()
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "storage_error"
+
+
+def test_long_webhook_ids_are_deduplicated_on_the_whole_id(client, redis):
+    prefix = "msg_" + "a" * 300
+    first, second = body_of(), body_of()
+    one = post(client, first, signed_headers(SECRET, first, webhook_id=prefix + "1"))
+    two = post(client, second, signed_headers(SECRET, second, webhook_id=prefix + "2"))
+    assert (one.status_code, two.status_code) == (202, 202)
+    again = post(client, first, signed_headers(SECRET, first, webhook_id=prefix + "1"))
+    assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
