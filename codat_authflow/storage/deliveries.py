@@ -2,7 +2,10 @@
 
 One JSON document per delivery (`{p}:delivery:{id}`), written only by the job
 currently responsible for it; a sorted set per subscription lists its
-deliveries (newest kept); a sorted set holds the dead letters.
+deliveries (newest kept); a sorted set holds the dead letters; another holds
+the pending ones, scored by when their next attempt is due (or when the one
+in flight started), so that the clock's sweep can find those whose job was
+lost (codat_authflow/delivery/attempts.py, `sweep_deliveries`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ class Delivery:
     next_attempt_at: float | None = None
     replays: int = 0
     round_start: int = 0  # index of the first attempt since the last replay
+    # Set just before the HTTP exchange, cleared with its outcome: a job that
+    # finds it set was killed mid-attempt, which then counts as a failed one.
+    attempt_started_at: float | None = None
+
+    @property
+    def due_at(self) -> float:
+        """When this pending delivery's job should have started (or started)."""
+        if self.attempt_started_at is not None:
+            return self.attempt_started_at
+        return self.next_attempt_at if self.next_attempt_at is not None else self.created_at
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -79,6 +92,10 @@ class DeliveryStore:
     def dead(self) -> str:
         return self.keys.dead_deliveries
 
+    @property
+    def pending(self) -> str:
+        return self.keys.pending_deliveries
+
     def get(self, delivery_id_: str) -> Delivery | None:
         raw = self.redis.get(self.key(delivery_id_))
         return Delivery.from_json(raw) if raw is not None else None
@@ -104,8 +121,19 @@ class DeliveryStore:
             pipe.zrem(self.dead, delivery.id)
         if delivery.status in ("delivered", "cancelled", "dead"):
             pipe.expire(key, FINISHED_TTL_SECONDS)
+            pipe.zrem(self.pending, delivery.id)
         else:
             pipe.persist(key)
+            pipe.zadd(self.pending, {delivery.id: delivery.due_at})
+
+    def overdue(self, before: float, limit: int = 500) -> list[Delivery]:
+        """Pending deliveries whose attempt was due (or started) before `before`."""
+        ids = self.redis.zrangebyscore(self.pending, "-inf", before, start=0, num=limit)
+        found = self.get_many(i.decode() for i in ids)
+        gone = {i.decode() for i in ids} - {d.id for d in found}
+        if gone:  # expired or deleted records: nothing left to sweep
+            self.redis.zrem(self.pending, *gone)
+        return [d for d in found if d.status == "pending" and d.due_at < before]
 
     def for_subscription(self, subscription_id: str, limit: int = 100) -> list[Delivery]:
         ids = [i.decode() for i in self.redis.zrevrange(self.index(subscription_id), 0, limit - 1)]
