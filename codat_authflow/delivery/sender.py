@@ -88,6 +88,12 @@ def _shut(sock: socket.socket | None) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+def host_header(host: str, port: int) -> str:
+    """`Host` for a checked URL: an IPv6 literal is bracketed (RFC 9110 §7.2)."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port in (80, 443) else f"{name}:{port}"
+
+
 def make_client() -> httpx.Client:
     return httpx.Client(
         timeout=httpx.Timeout(TOTAL_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
@@ -123,7 +129,7 @@ def send(
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(moment.timestamp())),
         "webhook-signature": signature_header(secrets, msg_id, moment, body),
-        "Host": checked.host if checked.port in (80, 443) else f"{checked.host}:{checked.port}",
+        "Host": host_header(checked.host, checked.port),
     }
     # Connect to the address that was checked, not to a fresh DNS answer.
     pinned = httpx.URL(url).copy_with(host=checked.address)
