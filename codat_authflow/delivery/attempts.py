@@ -120,8 +120,10 @@ def sweep_deliveries(ctx: Services, *, now: float | None = None) -> list[str]:
     """The clock's safety net: pending deliveries whose job was lost (due or
     started more than LOST_AFTER_SECONDS ago). One killed mid-attempt gets
     that attempt recorded as failed and its retry scheduled; one whose queued
-    job vanished is queued again. Returns the ids rescheduled."""
+    job vanished is queued again. Dead letters whose record expired are
+    pruned. Returns the ids rescheduled."""
     now = time.time() if now is None else now
+    ctx.deliveries.prune_dead_letters(now)
     rescheduled = []
     for delivery in ctx.deliveries.overdue(now - LOST_AFTER_SECONDS):
         bound = log.bind(delivery_id=delivery.id, subscription_id=delivery.subscription_id)

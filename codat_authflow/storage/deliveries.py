@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -22,6 +23,10 @@ from codat_authflow.storage.keys import Keys
 
 KEEP_PER_SUBSCRIPTION = 1000
 FINISHED_TTL_SECONDS = 30 * 24 * 3600
+DEAD_LETTER_PAGE = 1000
+# A dead letter's score is its last attempt, its record's TTL starts when it
+# is saved just after: an hour covers the gap.
+PRUNE_MARGIN_SECONDS = 3600
 
 
 def delivery_id(notification_id: str, subscription_id: str) -> str:
@@ -148,18 +153,66 @@ class DeliveryStore:
         until: float | None = None,
         limit: int = 10_000,
     ) -> list[Delivery]:
-        """Dead-lettered deliveries, filtered; the time range is on when they died."""
-        ids = self.redis.zrangebyscore(
-            self.dead,
-            since if since is not None else "-inf",
-            until if until is not None else "+inf",
-            start=0,
-            num=limit,
-        )
-        return [
-            d
-            for d in self.get_many(i.decode() for i in ids)
-            if d.status == "dead"
-            and (subscription_id is None or d.subscription_id == subscription_id)
-            and (company_id is None or d.company_id == company_id)
-        ]
+        """Dead-lettered deliveries, filtered; the time range is on when they
+        died. The filter applies before the limit: up to `limit` matching
+        ones, oldest first. Index entries whose record has expired are pruned
+        on the way."""
+        found: list[Delivery] = []
+        start = 0
+        while len(found) < limit:
+            ids = [
+                i.decode()
+                for i in self.redis.zrangebyscore(
+                    self.dead,
+                    since if since is not None else "-inf",
+                    until if until is not None else "+inf",
+                    start=start,
+                    num=DEAD_LETTER_PAGE,
+                )
+            ]
+            if not ids:
+                break
+            page = self.get_many(ids)
+            gone = set(ids) - {d.id for d in page}
+            if gone:  # their records expired: prune them with their record
+                self.redis.zrem(self.dead, *gone)
+            start += len(ids) - len(gone)
+            found += [
+                d
+                for d in page
+                if d.status == "dead"
+                and (subscription_id is None or d.subscription_id == subscription_id)
+                and (company_id is None or d.company_id == company_id)
+            ]
+        return found[:limit]
+
+    def prune_dead_letters(self, now: float | None = None) -> int:
+        """Drop the dead-letter entries of records that have expired (a dead
+        record lives FINISHED_TTL_SECONDS from its death). Returns how many."""
+        now = time.time() if now is None else now
+        cutoff = now - FINISHED_TTL_SECONDS - PRUNE_MARGIN_SECONDS
+        return int(self.redis.zremrangebyscore(self.dead, "-inf", cutoff))
+
+    def forget_subscription(self, subscription_id: str) -> int:
+        """After its subscription is deleted: its pending deliveries are
+        cancelled (kept FINISHED_TTL_SECONDS, as any finished delivery) and
+        its index expires with them. Returns how many were cancelled."""
+        index = self.index(subscription_id)
+        ids = [i.decode() for i in self.redis.zrange(index, 0, -1)]
+        cancelled = 0
+        with self.redis.pipeline(transaction=True) as pipe:
+            for delivery in self.get_many(ids):
+                if delivery.status == "pending":
+                    self.save(
+                        pipe,
+                        replace(
+                            delivery,
+                            status="cancelled",
+                            next_attempt_at=None,
+                            attempt_started_at=None,
+                        ),
+                    )
+                    cancelled += 1
+            pipe.expire(index, FINISHED_TTL_SECONDS)
+            pipe.execute()
+        return cancelled
