@@ -185,7 +185,11 @@ class CodatEvent:
 
 def canonical_timestamp(value: Any) -> str:
     """ISO 8601 text (Codat's `DateTime`, any of its documented forms) to
-    `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. Unqualified times are taken as UTC."""
+    `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. Unqualified times are taken as UTC.
+
+    The result is always that fixed width (it is compared as text: latest
+    status, the funnel), so only a time whose UTC form falls in years
+    0001..9999 is accepted; `0001-01-01T00:00+14:00` is before year 1 in UTC."""
     if not isinstance(value, str) or not value:
         raise InvalidEvent("generatedDate must be an ISO 8601 date-time string")
     try:
@@ -194,7 +198,37 @@ def canonical_timestamp(value: Any) -> str:
         raise InvalidEvent(f"generatedDate is not an ISO 8601 date-time: {value[:40]!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidEvent(
+            f"generatedDate is outside years 0001..9999 in UTC: {value[:40]!r}"
+        ) from exc
+    return format_timestamp(utc)
+
+
+def timestamp_seconds(stamp: Any) -> float | None:
+    """Epoch seconds of a stored timestamp, or None if it cannot be read.
+    Tolerates what was stored before the format was fixed-width (a year of
+    fewer than four digits, e.g. `999-01-01T00:00:00.000000Z`)."""
+    if not isinstance(stamp, str):
+        return None
+    head, sep, rest = stamp.strip().partition("-")
+    if sep and head.isdigit() and len(head) < 4:
+        stamp = f"{head.zfill(4)}-{rest}"
+    try:
+        parsed = datetime.fromisoformat(stamp)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def format_timestamp(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ` for an aware UTC datetime: four-digit
+    year always (`strftime("%Y")` drops the leading zeros of years < 1000)."""
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z"
 
 
 def _text(mapping: Mapping[str, Any], key: str, where: str) -> str | None:

@@ -56,7 +56,13 @@ def _moment(raw: str, name: str) -> datetime:
 def parse_query(args: dict[str, str], now: datetime | None = None) -> FunnelQuery:
     now = now or datetime.now(UTC)
     until = _moment(args["to"], "to") if args.get("to") else now
-    since = _moment(args["from"], "from") if args.get("from") else until - timedelta(DEFAULT_DAYS)
+    try:
+        since = (
+            _moment(args["from"], "from") if args.get("from") else until - timedelta(DEFAULT_DAYS)
+        )
+        since, until = since.astimezone(UTC), until.astimezone(UTC)  # year 0 in UTC raises
+    except OverflowError as exc:
+        raise FunnelQueryError("dates must fall in years 0001..9999 in UTC", "from") from exc
     if since >= until:
         raise FunnelQueryError("from must be before to", "from")
     if until - since > timedelta(days=MAX_DAYS):

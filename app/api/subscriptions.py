@@ -265,7 +265,9 @@ def update_subscription(data: dict[str, Any], subscription_id: str):
 def delete_subscription(subscription_id: str):
     """Delete a subscription; nothing more is delivered to it"""
     _found(subscription_id)
-    _context().subscriptions.delete(subscription_id)
+    context = _context()
+    context.subscriptions.delete(subscription_id)
+    context.deliveries.forget_subscription(subscription_id)  # cancelled, and expire
     return "", 204
 
 

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import rq_dashboard
 import rq_dashboard.web
-from flask import Flask, abort, request
+from flask import Flask, abort, current_app, request
+from rq.job import Job
 
 URL_PREFIX = "/ops/rq"
 
@@ -47,9 +48,20 @@ def mount_rq_dashboard(app: Flask) -> None:
     hooks = app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, [])
     hooks[:] = [hook for hook in hooks if hook is not rq_dashboard.web.push_rq_connection]
     hooks.append(_post_only_requeue_all)
+    hooks.append(_requeue_known_jobs_only)
 
 
 def _post_only_requeue_all() -> None:
     requeue_all = f"{rq_dashboard.blueprint.name}.requeue_all"
     if request.endpoint == requeue_all and request.method != "POST":
         abort(405)  # it changes state; the dashboard itself POSTs
+
+
+def _requeue_known_jobs_only() -> None:
+    """Requeueing a job id RQ does not know is a 404 (the dashboard's own view
+    lets RQ's NoSuchJobError through as a 500)."""
+    if request.endpoint != f"{rq_dashboard.blueprint.name}.requeue_job_view":
+        return
+    job_id = (request.view_args or {}).get("job_id", "")
+    if not Job.exists(job_id, connection=current_app.extensions["authflow"].redis):
+        abort(404)

@@ -5,6 +5,12 @@ On failure the next attempt follows Codat's own schedule (at once, 5 s,
 DELIVERY_RETRY_SCHEDULE) through RQ's scheduler, or the delivery moves to the
 dead letters after the last one. A subscription failing continuously for 5
 days is disabled.
+
+An attempt that never finishes (its worker killed, or RQ's job timeout) still
+counts: the delivery records when the exchange started, so the job RQ hands
+back records it as a failed attempt and schedules the retry; and the clock's
+sweep (`sweep_deliveries`) reschedules any pending delivery whose job was lost
+altogether.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ from rq import Queue
 
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.sender import send
-from codat_authflow.jobs import enqueue_attempt
+from codat_authflow.jobs import DELIVER_JOB_TIMEOUT_SECONDS, enqueue_attempt
 from codat_authflow.observability.metrics import record_delivery
 from codat_authflow.storage.deliveries import Attempt, Delivery
 
 log = structlog.get_logger(__name__)
 
 JITTER = 0.1
+INTERRUPTED = "interrupted: the attempt did not finish (worker killed or job timed out)"
+# A pending delivery whose attempt was due (or started) this long ago has lost
+# its job: longer than a job may run plus RQ's hand-back intervals (1+5+30 s).
+LOST_AFTER_SECONDS = 4 * DELIVER_JOB_TIMEOUT_SECONDS + 60
 
 
 def attempt_delivery(ctx: Services, delivery_id_: str, *, client: httpx.Client) -> str:
@@ -49,6 +59,14 @@ def attempt_delivery(ctx: Services, delivery_id_: str, *, client: httpx.Client) 
             ctx, replace(delivery.with_attempt(attempt), status="dead"), bound, "disabled"
         )
 
+    if delivery.attempt_started_at is not None:  # this job's last run was killed mid-attempt
+        started = delivery.attempt_started_at
+        interrupted = Attempt(started, None, int(max(0.0, now - started) * 1000), INTERRUPTED)
+        return _failed(ctx, subscription.id, delivery.with_attempt(interrupted), bound, now)
+
+    with ctx.redis.pipeline(transaction=True) as pipe:
+        ctx.deliveries.save(pipe, replace(delivery, attempt_started_at=now))
+        pipe.execute()
     result = send(
         client,
         subscription.url,
@@ -63,32 +81,65 @@ def attempt_delivery(ctx: Services, delivery_id_: str, *, client: httpx.Client) 
     if result.ok:
         ctx.subscriptions.record_success(subscription.id)
         return _finish(ctx, replace(attempted, status="delivered", next_attempt_at=None), bound)
+    return _failed(ctx, subscription.id, attempted, bound, time.time())
 
-    if ctx.subscriptions.record_failure(subscription.id, now):
+
+def _failed(ctx: Services, subscription_id: str, attempted: Delivery, bound, now: float) -> str:
+    """After a failed attempt (the last of `attempted.attempts`): the retry, or the dead letters."""
+    if ctx.subscriptions.record_failure(subscription_id, now):
         bound.warning("subscription.disabled", reason="failing for 5 days")
     number = len(attempted.attempts) - attempted.round_start
     schedule = ctx.settings.delivery_schedule
     if number >= len(schedule):
         return _finish(ctx, replace(attempted, status="dead", next_attempt_at=None), bound)
     delay = schedule[number] * (1 + random.uniform(-JITTER, JITTER))
-    queue = Queue(ctx.settings.delivery_queue_name, connection=ctx.redis)
-    with ctx.redis.pipeline(transaction=True) as pipe:
-        pipe.multi()  # explicit: RQ's enqueue expects a pipeline already in MULTI
-        ctx.deliveries.save(pipe, replace(attempted, next_attempt_at=now + delay))
-        enqueue_attempt(queue, pipe, delivery.id, delay=delay)
-        pipe.execute()
+    last = attempted.attempts[-1]
+    _schedule(ctx, replace(attempted, next_attempt_at=now + delay, attempt_started_at=None), delay)
     record_delivery(ctx.redis, ctx.store.keys.prefix, "retry_scheduled")
     bound.warning(
         "delivery.attempt_failed",
         attempt=number,
-        status_code=result.status_code,
-        error=result.error,
+        status_code=last.status_code,
+        error=last.error,
         retry_in_seconds=round(delay, 1),
     )
     return "pending"
 
 
+def _schedule(ctx: Services, delivery: Delivery, delay: float) -> None:
+    """Save `delivery` and queue its next attempt in `delay` s, in one transaction."""
+    queue = Queue(ctx.settings.delivery_queue_name, connection=ctx.redis)
+    with ctx.redis.pipeline(transaction=True) as pipe:
+        pipe.multi()  # explicit: RQ's enqueue expects a pipeline already in MULTI
+        ctx.deliveries.save(pipe, delivery)
+        enqueue_attempt(queue, pipe, delivery.id, delay=delay)
+        pipe.execute()
+
+
+def sweep_deliveries(ctx: Services, *, now: float | None = None) -> list[str]:
+    """The clock's safety net: pending deliveries whose job was lost (due or
+    started more than LOST_AFTER_SECONDS ago). One killed mid-attempt gets
+    that attempt recorded as failed and its retry scheduled; one whose queued
+    job vanished is queued again. Dead letters whose record expired are
+    pruned. Returns the ids rescheduled."""
+    now = time.time() if now is None else now
+    ctx.deliveries.prune_dead_letters(now)
+    rescheduled = []
+    for delivery in ctx.deliveries.overdue(now - LOST_AFTER_SECONDS):
+        bound = log.bind(delivery_id=delivery.id, subscription_id=delivery.subscription_id)
+        if delivery.attempt_started_at is not None:
+            started = delivery.attempt_started_at
+            interrupted = Attempt(started, None, int((now - started) * 1000), INTERRUPTED)
+            _failed(ctx, delivery.subscription_id, delivery.with_attempt(interrupted), bound, now)
+        else:
+            _schedule(ctx, replace(delivery, next_attempt_at=now), 0)
+            bound.warning("delivery.rescheduled", reason="its job was lost")
+        rescheduled.append(delivery.id)
+    return rescheduled
+
+
 def _finish(ctx: Services, delivery: Delivery, bound, reason: str | None = None) -> str:
+    delivery = replace(delivery, attempt_started_at=None)
     with ctx.redis.pipeline(transaction=True) as pipe:
         pipe.multi()  # explicit: RQ's enqueue expects a pipeline already in MULTI
         ctx.deliveries.save(pipe, delivery)
@@ -127,7 +178,7 @@ def replay_dead_letters(
         revived = replace(
             delivery,
             status="pending",
-            next_attempt_at=None,
+            next_attempt_at=time.time(),
             replays=delivery.replays + 1,
             round_start=len(delivery.attempts),
         )

@@ -8,6 +8,13 @@ reserved and multicast ranges are refused. The check runs when the URL is
 registered and again before every delivery, and the delivery connects to the
 address that was checked (see codat_authflow/delivery/sender.py), so a DNS answer that
 changes in between (DNS rebinding) cannot redirect it.
+
+`ipaddress.is_global` calls several IPv6 forms that carry an IPv4 address
+global whatever that address is: IPv4-compatible `::a.b.c.d`, SIIT
+`::ffff:0:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16` and Teredo
+`2001::/32`. Each is refused unless every IPv4 address it embeds is itself
+public; the local-use NAT64 prefix `64:ff9b:1::/48` (where the IPv4 address
+sits depends on the operator's prefix length) is refused outright.
 """
 
 from __future__ import annotations
@@ -33,9 +40,39 @@ class CheckedURL:
     address: str  # the resolved IP the delivery must connect to
 
 
-def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+_V4_IN_LOW_32_BITS = (
+    ipaddress.ip_network("::/96"),  # IPv4-compatible (deprecated), `::` and `::1` included
+    ipaddress.ip_network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.ip_network("::ffff:0:0:0/96"),  # SIIT, IPv4-translated
+    ipaddress.ip_network("64:ff9b::/96"),  # NAT64, well-known prefix
+)
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address carries (None: it carries none)."""
+    if any(address in net for net in _V4_IN_LOW_32_BITS):
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address in _SIX_TO_FOUR:
+        return [ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)]
+    if address in _TEREDO:
+        server = ipaddress.IPv4Address((int(address) >> 64) & 0xFFFFFFFF)
+        client = ipaddress.IPv4Address(~int(address) & 0xFFFFFFFF)
+        return [server, client]
+    return None
+
+
+def _blocked(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return True
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            return any(_blocked(v4) for v4 in carried)
     return not address.is_global or address.is_multicast
 
 

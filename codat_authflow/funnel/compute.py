@@ -33,8 +33,9 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
+
+from state_machine.events import timestamp_seconds
 
 STEPS = ("created", "linking", "linked", "ready")
 RANK = {"created": 0, "linking": 1, "linked": 2, "syncing": 3, "ready": 4}
@@ -83,22 +84,27 @@ class Progress:
         return self.reached >= RANK[step]
 
 
-def epoch(stamp: str) -> float:
-    return datetime.fromisoformat(stamp).timestamp()
+def epoch(stamp: str | None) -> float | None:
+    """Epoch seconds of a stored stamp; None for one that cannot be read (an
+    odd date stored before timestamps were checked), which is then skipped."""
+    return timestamp_seconds(stamp)
 
 
 def progress(journey: CompanyJourney) -> Progress:
     ranks = [RANK.get(journey.state, 0)]
     if journey.first_ready_at is not None:
         ranks.append(RANK["ready"])
-    observed: dict[str, float] = {
-        "created": epoch(journey.created_at or journey.first_seen_at),
-    }
+    observed: dict[str, float] = {}
+    created = epoch(journey.created_at or journey.first_seen_at)
+    if created is not None:
+        observed["created"] = created
     revoked_from = None
     for entry in journey.history:
         ranks += [RANK.get(entry.from_state, 0), RANK.get(entry.to_state, 0)]
         if entry.to_state in STEPS and entry.to_state not in observed:
-            observed[entry.to_state] = epoch(entry.generated_at)
+            at = epoch(entry.generated_at)
+            if at is not None:
+                observed[entry.to_state] = at
         if entry.to_state == REVOKED and revoked_from is None:
             revoked_from = entry.from_state
     if revoked_from is None and journey.state == REVOKED:

@@ -20,8 +20,8 @@ The journey (`journey.link_callback`, `journey.companies`, `journey.integrations
   `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL).
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
-  `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries` and
-  `{p}:deliveries:dead` (sorted sets).
+  `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries`,
+  `{p}:deliveries:dead` and `{p}:deliveries:pending` (sorted sets).
 Metrics (`observability.metrics`):
   `{p}:metrics:counter:{name}` and `{p}:metrics:histogram:{name}` (hashes).
 
@@ -145,6 +145,10 @@ class Keys:
     @property
     def dead_deliveries(self) -> str:
         return f"{self.prefix}:deliveries:dead"
+
+    @property
+    def pending_deliveries(self) -> str:
+        return f"{self.prefix}:deliveries:pending"
 
     # -- metrics ------------------------------------------------------------------
 

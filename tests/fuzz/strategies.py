@@ -316,3 +316,73 @@ def validly_signed(request: WebhookRequest) -> bool:
     except Exception:  # the library's own parsing of hostile headers
         return False
     return True
+
+
+# -- dates (issue 12): any ISO 8601 date-time Codat might send, odd years included --------
+
+
+@st.composite
+def iso_timestamps(draw) -> str:
+    """ISO 8601 date-times across years 1..9999 and every UTC offset Python
+    accepts (±23:59), with or without seconds and fractions; years near the
+    ends of the range, and offsets that push them past those ends, are drawn
+    often."""
+    year = draw(st.sampled_from([1, 2, 999, 1000, 9998, 9999]) | st.integers(1, 9999))
+    month, day = draw(st.integers(1, 12)), draw(st.integers(1, 28))
+    hour, minute = draw(st.integers(0, 23)), draw(st.integers(0, 59))
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}"
+    if draw(st.booleans()):
+        text += f":{draw(st.integers(0, 59)):02d}"
+        if draw(st.booleans()):
+            text += "." + str(draw(st.integers(0, 999_999))).zfill(draw(st.integers(1, 6)))[:6]
+    zone = draw(st.sampled_from(["", "Z", "offset", "offset"]))
+    if zone == "offset":
+        minutes = draw(st.sampled_from([-14 * 60, 14 * 60]) | st.integers(-(24 * 60 - 1), 1439))
+        sign = "-" if minutes < 0 else "+"
+        text += f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return text
+
+
+# -- IPv6 forms that embed an IPv4 address (issue 12: the SSRF guard) ---------------------
+
+PRIVATE_V4_NETWORKS = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "0.0.0.0/8",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+
+
+@st.composite
+def private_ipv4(draw):
+    import ipaddress
+
+    network = ipaddress.ip_network(draw(st.sampled_from(PRIVATE_V4_NETWORKS)))
+    return network[draw(st.integers(0, network.num_addresses - 1))]
+
+
+def embeddings(v4, *, teredo_server=None):
+    """Every IPv6 spelling of `v4`: IPv4-compatible, IPv4-mapped, SIIT,
+    NAT64 (well-known prefix), 6to4, and Teredo (as server and as client)."""
+    import ipaddress
+
+    n = int(v4)
+    public = int(ipaddress.IPv4Address(teredo_server or "8.8.8.8"))
+    return {
+        "compatible": ipaddress.IPv6Address(n),
+        "mapped": ipaddress.IPv6Address((0xFFFF << 32) | n),
+        "siit": ipaddress.IPv6Address((0xFFFF << 48) | n),
+        "nat64": ipaddress.IPv6Address((0x64FF9B << 96) | n),
+        "6to4": ipaddress.IPv6Address((0x2002 << 112) | (n << 80) | 1),
+        "teredo_server": ipaddress.IPv6Address(
+            (0x20010000 << 96) | (n << 64) | (~public & 0xFFFFFFFF)
+        ),
+        "teredo_client": ipaddress.IPv6Address(
+            (0x20010000 << 96) | (public << 64) | (~n & 0xFFFFFFFF)
+        ),
+    }
