@@ -20,6 +20,7 @@ from marshmallow import Schema, ValidationError, fields
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
@@ -53,6 +54,8 @@ def receive_codat_webhook():
     received_at_ms = int(time.time() * 1000)
 
     body = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
+    if _truncated(body):
+        raise RequestEntityTooLarge()
     if request.mimetype != "application/json":
         return _reject(415, "unsupported_media_type", "Content-Type must be application/json")
 
@@ -115,6 +118,16 @@ def dedupe_id(webhook_id: str) -> str:
     if len(webhook_id) <= MAX_ID_CHARS:
         return webhook_id
     return "sha256:" + hashlib.sha256(webhook_id.encode()).hexdigest()
+
+
+def _truncated(body: bytes) -> bool:
+    """A chunked body (no Content-Length) is cut by Werkzeug at
+    MAX_CONTENT_LENGTH without a word: if it filled the limit and the client
+    has more to send, it is too large, not a bad signature."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or limit is None or len(body) < limit:
+        return False
+    return bool(request.environ["wsgi.input"].read(1))
 
 
 def _describe(exc: Exception) -> tuple[str, object]:
