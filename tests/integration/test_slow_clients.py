@@ -61,3 +61,28 @@ def test_idle_clients_leave_healthz_and_webhooks_answering(stack_env, tmp_path):
         for sock in idle:
             sock.close()
         web.stop()
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_a_bad_signature(stack_env, tmp_path):
+    """Issue 12: gunicorn hands a chunked body to the app without a
+    Content-Length, and Werkzeug cut it at 1 MiB silently, so it was reported
+    as a bad signature."""
+    web = start_gunicorn(stack_env, workers=1, log_dir=tmp_path)
+    try:
+        body = b'{"id": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+        headers = signed_headers(TEST_WEBHOOK_SECRET, body)
+
+        def chunks():
+            for start in range(0, len(body), 65536):
+                yield body[start : start + 65536]
+
+        with httpx.Client(base_url=web.url, timeout=10) as client:
+            response = client.post(
+                "/webhooks/codat",
+                content=chunks(),  # an iterator: httpx sends Transfer-Encoding: chunked
+                headers={**headers, "Content-Type": "application/json"},
+            )
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["status"] == 413
+    finally:
+        web.stop()
