@@ -14,8 +14,9 @@ What happens:
 
 * a private Redis is started (``tests.support.processes.start_redis``; never the shared
   6379), and one gunicorn per configuration, all with identical settings:
-  ``--workers 2`` plus whatever options the Procfile's ``web:`` line has
-  today (read at start-up; sync workers unless it says otherwise) plus
+  production's ``--config python:app.gunicorn_conf`` (gthread, 64 threads a
+  worker), ``--workers 2``, whatever other options the Procfile's ``web:``
+  line has today (read at start-up), plus
   ``--worker-class``/``--access-log`` if given. Output goes to files. The
   configurations: bare Flask, the receiver at ``LOG_LEVEL=INFO``
   (production's level, the headline) and at ``LOG_LEVEL=WARNING``;
@@ -62,6 +63,7 @@ from pathlib import Path
 
 import redis as redis_lib
 
+from app import gunicorn_conf
 from perf.loadgen import LoadResult, build_request, percentile, run_load
 from perf.support import (
     app_env,
@@ -297,8 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     extra = gunicorn_args(args)
     print("receiver benchmark: signed webhooks accepted per second vs bare Flask")
     print(
-        f"  gunicorn --workers {args.workers} {' '.join(extra) or '(the Procfile adds no option)'} "
-        "(same for both apps); "
+        f"  gunicorn --config python:app.gunicorn_conf ({gunicorn_conf.worker_class}, "
+        f"{gunicorn_conf.threads} threads) --workers {args.workers} "
+        f"{' '.join(extra) or '(the Procfile adds no option)'} (same for both apps); "
         f"{args.connections} connections from {args.clients} client process(es); "
         f"{args.duration:g} s x {args.rounds} rounds per configuration"
     )
