@@ -15,7 +15,7 @@ page itself then answers 503: it cannot read the company without Redis.)
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -42,5 +42,12 @@ def init_rate_limits(app: Flask, services: Services) -> Limiter:
     from app import link_page
 
     limiter.limit(LINK_CALLBACK_LIMIT)(link_page.bp)
+
+    @limiter.request_filter
+    def _unlimited() -> bool:
+        # Only the limited blueprint pays for the limiter's lookups: without
+        # this, every request (webhooks included) resolves limits it has none of.
+        return request.blueprint != link_page.bp.name
+
     app.extensions["rate_limiter"] = limiter
     return limiter

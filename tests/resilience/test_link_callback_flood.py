@@ -213,3 +213,20 @@ def test_trusted_proxies_must_be_a_count(value):
 
     with pytest.raises(ConfigError, match="TRUSTED_PROXIES"):
         Settings.from_env({**ENV, "TRUSTED_PROXIES": value})
+
+
+def test_only_the_link_page_is_rate_limited():
+    """Codat delivers many webhooks from few addresses, and the host app calls
+    the API from one: neither may meet the public page's per-address limit
+    (nor pay for the limiter's lookups)."""
+    app, redis = build(RecordingCodat())
+    client = app.test_client()
+    address = {"REMOTE_ADDR": "10.0.0.1"}
+    headers = {"Authorization": f"Bearer {ENV['API_TOKEN']}"}
+    statuses = {client.get("/healthz", environ_base=address).status_code for _ in range(40)}
+    statuses |= {
+        client.get(f"/api/companies/{COMPANY}", headers=headers, environ_base=address).status_code
+        for _ in range(40)
+    }
+    assert statuses == {200}
+    assert redis.keys("LIMITS:*") == []
