@@ -90,7 +90,12 @@ class SignatureVerifier:
             ).split()
             for webhook in self._webhooks:
                 expected = webhook.sign(webhook_id_of(headers), moment, body.decode())
-                if any(hmac.compare_digest(expected, sig) for sig in given):
+                # Bytes: compare_digest refuses str with non-ASCII characters.
+                expected_bytes = expected.encode()
+                if any(
+                    hmac.compare_digest(expected_bytes, sig.encode("utf-8", "surrogateescape"))
+                    for sig in given
+                ):
                     return True
         except (ValueError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
             return False

@@ -373,3 +373,14 @@ def test_long_webhook_ids_are_deduplicated_on_the_whole_id(client, redis):
     assert (one.status_code, two.status_code) == (202, 202)
     again = post(client, first, signed_headers(SECRET, first, webhook_id=prefix + "1"))
     assert again.status_code == 200 and again.get_json()["status"] == "duplicate"
+
+
+def test_an_old_request_with_a_non_ascii_signature_is_a_bad_signature_not_a_500(client):
+    """Found by the fuzz suite: the stale path compared str signatures, and
+    hmac.compare_digest raises TypeError on non-ASCII str."""
+    body = body_of()
+    old = datetime.now(UTC) - timedelta(hours=1)
+    headers = {**signed_headers(SECRET, body, timestamp=old), "webhook-signature": "v1,é"}
+    response = post(client, body, headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "bad_signature"
