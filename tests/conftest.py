@@ -58,6 +58,7 @@ SUITE_MARKERS: dict[str, tuple[str, ...]] = {
 FIXTURE_MARKERS = {"redis_server": "integration", "prism": "contract"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         try:
@@ -79,6 +80,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                         f"process); move it to tests/{marker}/"
                     )
                 markers.append(marker)
+        if suite == "e2e":  # one worker: Chromium may have to be apt-installed, once
+            item.add_marker(pytest.mark.xdist_group("browser"))
         present = {mark.name for mark in item.iter_markers()}
         for marker in dict.fromkeys(markers):
             if marker not in present:
