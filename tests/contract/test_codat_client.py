@@ -24,7 +24,7 @@ from codat_authflow.journey.codat import (
     build_http_client,
     integrations_query,
 )
-from tests.contract.conftest import TEST_CODAT_KEY
+from tests.contract.conftest import TEST_CODAT_AUTH, TEST_CODAT_KEY
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.contract
@@ -48,18 +48,18 @@ def test_requests_carry_basic_auth_and_no_sdk_retries(client, codat_mock):
         client.list_connections(COMPANY)
     assert failure.value.codat_status == 503
     assert len(codat_mock.calls) == 1, "the SDK must not retry on its own"
-    assert codat_mock.calls[0].headers["authorization"] == f"Basic {TEST_CODAT_KEY}"
-    assert base64.b64decode(TEST_CODAT_KEY) == b"test-codat-api-key"
+    assert codat_mock.calls[0].headers["authorization"] == TEST_CODAT_AUTH
+    assert "Basic " + base64.b64encode(TEST_CODAT_KEY.encode()).decode() == TEST_CODAT_AUTH
 
 
-def test_a_key_given_with_its_basic_prefix_is_not_doubled(codat_mock):
+def test_the_portals_ready_made_header_is_sent_as_it_is(codat_mock):
     codat = CodatClient(
-        api_key=f"Basic {TEST_CODAT_KEY}",
+        api_key=TEST_CODAT_AUTH,
         base_url=codat_mock.url + "/",
         http_client=codat_mock.http_client(),
     )
     codat.get_branding("gbol")
-    assert codat_mock.calls[0].headers["authorization"] == f"Basic {TEST_CODAT_KEY}"
+    assert codat_mock.calls[0].headers["authorization"] == TEST_CODAT_AUTH
 
 
 def test_create_company_sends_name_description_and_tags(client, codat_mock):

@@ -14,8 +14,11 @@ Construction choices, each deliberate:
   request (and a gunicorn worker) hostage. A failed call surfaces at once as a
   `CodatError` (502/504 to our caller, who may retry); reconciliation retries
   on its own schedule.
-* **Basic auth** exactly as Codat documents: `Authorization: Basic <key>`,
-  with the key as Codat's portal shows it (already Base64-encoded).
+* **Basic auth** exactly as Codat documents (`using-the-api/authentication`):
+  `Authorization: Basic <Base64 of the API key>`. `CODAT_API_KEY` takes
+  either of the two values Codat's portal shows (Developers > API keys): the
+  raw API key, which we Base64-encode, or the ready-made authorization header
+  (`Basic …`), used as it is (see `auth_header`).
 * Results come back as plain dicts with **Codat's field names** (the spec's
   `integrationKey`, `sourceType`, ...), so nothing past this module depends on
   SDK model classes.
@@ -23,6 +26,7 @@ Construction choices, each deliberate:
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -43,6 +47,19 @@ PAGE_SIZE = 200
 MAX_PAGES = 10  # 2 000 results: far more than a company's connections or early pulls
 
 T = TypeVar("T")
+
+
+def auth_header(api_key: str) -> str:
+    """The `Authorization` value for `CODAT_API_KEY`.
+
+    A value starting with `Basic ` is the portal's ready-made authorization
+    header and is sent as it is; anything else is the raw API key, sent
+    Base64-encoded after `Basic `, as Codat asks.
+    """
+    key = api_key.strip()
+    if key[:6].lower() == "basic ":
+        return "Basic " + key[6:].strip()
+    return "Basic " + base64.b64encode(key.encode()).decode("ascii")
 
 
 class CodatHttpClient(httpx.Client):
@@ -98,13 +115,10 @@ class CodatClient:
     """
 
     def __init__(self, *, api_key: str, base_url: str, http_client: httpx.Client):
-        key = api_key.strip()
-        if key.lower().startswith("basic "):
-            key = key[6:].strip()
         self.base_url = base_url.rstrip("/")
         self.http_client = http_client
         self._sdk = CodatPlatform(
-            security=Security(auth_header=f"Basic {key}"),
+            security=Security(auth_header=auth_header(api_key)),
             server_url=self.base_url,
             client=http_client,
             retry_config=RetryConfig("none"),
