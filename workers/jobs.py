@@ -20,6 +20,12 @@ import structlog
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.relay import relay
 from codat_authflow.jobs import enqueue_drain
+from codat_authflow.journey.rate_limit import (
+    RateLimitSignal,
+    queue_signal,
+    report_signal,
+    signal_of,
+)
 from codat_authflow.observability.metrics import record_drain
 from codat_authflow.storage.inbox import webhook_id_of
 from codat_authflow.storage.streams import StreamEntry, consumer_name
@@ -134,6 +140,9 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
     ignored: list[tuple[StreamEntry, CodatEvent]] = []
     rejected: list[tuple[StreamEntry, str]] = []
     decoded: list[tuple[StreamEntry, CodatEvent]] = []
+    # client.rateLimit.* (no company): stored and acknowledged like any ignored
+    # event, and they pause or resume reconciliation (journey/rate_limit.py).
+    signals: list[tuple[StreamEntry, RateLimitSignal]] = []
 
     for entry in entries:
         try:
@@ -144,6 +153,9 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
         decoded.append((entry, event))
         if not event.handled:
             ignored.append((entry, event))
+            signal = signal_of(event.type, event.id, entry.fields.get(b"body"))
+            if signal is not None:
+                signals.append((entry, signal))
             continue
         assert event.company_id is not None  # parse_codat_event guarantees it
         events_by_company[event.company_id].append(event)
@@ -169,6 +181,8 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
             )
             pipe.hincrby(ctx.inbox.keys.ignored_counts, event.type, 1)
             ids.append(entry.entry_id)
+        for _entry, signal in signals:
+            queue_signal(pipe, ctx.inbox.keys, signal, time.time())
         ctx.inbox.acknowledge(pipe, ids)
 
     applied = ctx.updates.apply(events_by_company, also=acknowledge_with_state)
@@ -206,6 +220,8 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
             event_type=event.type,
             company_id=event.company_id,
         )
+    for entry, signal in signals:
+        report_signal(ctx.redis, ctx.store.keys.prefix, signal, webhook_id_of(entry))
     for company_id, exc in applied.failed.items():
         log.error(
             "event.apply_failed",

@@ -49,7 +49,7 @@ def journey() -> Journey:
     description="Already existed (here, or in Codat under this name)",
     success=True,
 )
-@bp.errors(400, 401, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 409, 413, 415, 502, 503, 504)
 def create_company(body: dict[str, Any]):
     """Create the Codat company for one of your customers (idempotent by name)
 
@@ -89,7 +89,7 @@ def _integration_view(integration: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/integrations", tags=["integrations"])
 @bp.arguments(schemas.IntegrationsQuery, location="query")
 @bp.response(200, schemas.Integrations, description="Integrations")
-@bp.errors(400, 401, 502, 503, 504)
+@bp.errors(400, 401, 402, 502, 503, 504)
 def list_integrations(args: dict[str, Any]):
     """The platforms your customers can connect
 
@@ -108,7 +108,7 @@ def list_integrations(args: dict[str, Any]):
 @bp.get("/integrations/<platform_key>/branding", tags=["integrations"])
 @bp.path(schemas.PlatformPath)
 @bp.response(200, schemas.Branding, description="Branding")
-@bp.errors(400, 401, 404, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
 def branding(platform_key: str):
     """Codat's logos and buttons for a platform (cached for a day)"""
     value, cached = integrations.branding(journey(), platform_key)
@@ -132,7 +132,7 @@ def branding(platform_key: str):
 @bp.path(schemas.CompanyPath)
 @bp.arguments(schemas.CreateConnectionRequest)
 @bp.response(201, schemas.ConnectionCreated, description="Created; send the user to linkUrl")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def create_connection(body: dict[str, Any], company_id: str):
     """Create a connection and get the linkUrl to send the user to
 
@@ -150,7 +150,7 @@ def create_connection(body: dict[str, Any], company_id: str):
 @bp.get("/companies/<company_id>/connections", tags=["connections"])
 @bp.path(schemas.CompanyPath)
 @bp.response(200, schemas.Connections, description="Connections")
-@bp.errors(400, 401, 404, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
 def list_connections(company_id: str):
     """The company's connections, live from Codat, with what we know of each"""
     return jsonify(connections.list_connections(journey(), company_id))
@@ -160,7 +160,7 @@ def list_connections(company_id: str):
 @bp.path(schemas.ConnectionPath)
 @bp.arguments(schemas.EmptyRequest, required=False)
 @bp.response(200, schemas.ConnectionChange, description="Unlinked")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def unlink_connection(_body: dict[str, Any], company_id: str, connection_id: str):
     """Revoke access to the platform; data already synced is kept"""
     return jsonify(connections.unlink_connection(journey(), company_id, connection_id))
@@ -169,7 +169,7 @@ def unlink_connection(_body: dict[str, Any], company_id: str, connection_id: str
 @bp.delete("/companies/<company_id>/connections/<connection_id>", tags=["connections"])
 @bp.path(schemas.ConnectionPath)
 @bp.response(200, schemas.ConnectionChange, description="Deleted")
-@bp.errors(400, 401, 404, 409, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 502, 503, 504)
 def delete_connection(company_id: str, connection_id: str):
     """Delete the connection and the data Codat holds through it"""
     return jsonify(connections.delete_connection(journey(), company_id, connection_id))
@@ -179,7 +179,7 @@ def delete_connection(company_id: str, connection_id: str):
 @bp.path(schemas.CompanyPath)
 @bp.arguments(schemas.EmptyRequest, required=False)
 @bp.response(202, schemas.RefreshQueued, description="Queued at Codat")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def refresh(_body: dict[str, Any], company_id: str):
     """Queue a fetch of all the company's data"""
     return jsonify(connections.refresh(journey(), company_id)), 202

@@ -17,7 +17,9 @@ The journey (`journey.link_callback`, `journey.companies`, `journey.integrations
   `{p}:link:checks:company:{id}:{window}` and `{p}:link:checks:all:{window}`
   (counters, TTL 2 windows), `{p}:ratelimit...` (flask-limiter's, TTL),
   `{p}:companies:by-name:{name}` (string),
-  `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL).
+  `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL),
+  `{p}:codat:rate-limit` (hash, TTL 8 d: the pause of reconciliation while
+  Codat's rate limit is reached, `journey.rate_limit`).
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
   `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries`,
@@ -126,6 +128,10 @@ class Keys:
 
     def branding_cache(self, platform_key: str) -> str:
         return f"{self.prefix}:cache:branding:{platform_key}"
+
+    @property
+    def codat_rate_limit(self) -> str:
+        return f"{self.prefix}:codat:rate-limit"
 
     # -- subscriptions and deliveries ---------------------------------------------
 

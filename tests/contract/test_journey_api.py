@@ -115,6 +115,33 @@ def test_a_codat_failure_creates_nothing_and_a_retry_works(client, codat_mock, j
     assert create_company(client).status_code == 201
 
 
+def test_codats_rate_limit_is_503_with_retry_after_and_pauses_reconciliation(
+    client, codat_mock, journey_app
+):
+    from codat_authflow.journey.rate_limit import current_pause
+
+    codat_mock.prefer[r"GET /companies"] = "code=429"
+    response = create_company(client)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"  # Prism's 429 has no Retry-After
+    assert response.json["error"]["code"] == "codat_rate_limited"
+    assert response.json["error"]["details"]["codatStatus"] == 429
+    assert len(codat_mock.calls) == 1
+    journey = journey_of(journey_app)
+    assert current_pause(journey.redis, journey.keys).reason == "retry_after"
+    assert journey.store.get(PRISM_COMPANY) is None
+
+
+def test_a_codat_plan_limit_is_402_with_codats_message(client, codat_mock):
+    codat_mock.prefer[r"POST /companies"] = "code=402"
+    response = create_company(client)
+    assert response.status_code == 402
+    error = response.json["error"]
+    assert error["code"] == "codat_plan_limit"
+    assert "50-company limit" in error["message"]
+    assert "50-company limit" in error["details"]["codatMessage"]
+
+
 def test_a_codat_timeout_is_504_and_a_retry_creates_once(journey_app, codat_mock, redis):
     silent = socket.socket()  # accepts connections, never answers
     silent.bind(("127.0.0.1", 0))
