@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
+from codat_authflow.journey.codat.queries import SOURCE_TYPES as SOURCE_TYPE_NAMES
+
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 UUID = validate.Regexp(UUID_PATTERN, error="must be a UUID (Codat's ids are UUIDs)")
 PLATFORM_KEY = validate.Regexp(
@@ -24,7 +26,8 @@ COMPANY_NAME = validate.Regexp(
     r"^[A-Za-z0-9 \-',@.?!]+$",
     error="may hold only letters, digits, spaces and - ' , @ . ? ! (Codat's rules, without &)",
 )
-SOURCE_TYPES = ("accounting", "banking", "commerce")
+#: Codat's `sourceType` values, lower-cased (the filter is case-insensitive).
+SOURCE_TYPES = tuple(SOURCE_TYPE_NAMES)
 
 
 def _max_entries(limit: int):
@@ -95,8 +98,13 @@ class CreateCompanyRequest(Schema):
 
 class IntegrationsQuery(Schema):
     sourceType = fields.String(
-        validate=validate.OneOf(SOURCE_TYPES),
-        metadata={"description": "Only platforms of this type"},
+        validate=validate.OneOf(
+            SOURCE_TYPES, error="must be one of Codat's source types: " + ", ".join(SOURCE_TYPES)
+        ),
+        metadata={
+            "description": "Only platforms of this type, any case: "
+            + ", ".join(SOURCE_TYPE_NAMES.values())
+        },
     )
     enabled = fields.Boolean(
         metadata={"description": "Only platforms enabled (true) or disabled (false) in Codat"}

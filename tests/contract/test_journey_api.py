@@ -196,6 +196,27 @@ def test_integrations_are_listed_with_codats_query(client, codat_mock):
         )
 
 
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("accounting", "Accounting"),
+        ("Banking", "Banking"),
+        ("bankfeed", "BankFeed"),
+        ("BankFeed", "BankFeed"),
+        ("commerce", "Commerce"),
+        ("expense", "Expense"),
+        ("other", "Other"),
+        ("unknown", "Unknown"),
+    ],
+)
+def test_every_codat_source_type_can_be_filtered(client, codat_mock, given, sent):
+    codat_mock.prefer[r"GET /integrations"] = "dynamic=true"
+    response = client.get(f"/api/integrations?sourceType={given}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["query"] == f"sourceType={sent}"
+    assert f"query=sourceType%3D{sent}" in codat_mock.calls[0].query
+
+
 def test_codats_invalid_integration_example_is_a_clear_502(client):
     response = client.get("/api/integrations", headers=AUTH)
     assert response.status_code == 502

@@ -117,6 +117,16 @@ def test_list_integrations_names_the_bad_parameter(client, query, field):
     assert field in error["details"]
 
 
+def test_a_bad_source_type_names_codats_seven():
+    app = create_app(ENV, redis=fakeredis.FakeRedis())
+    error = error_of(
+        app.test_client().get("/api/integrations?sourceType=payroll", headers=AUTH), 400
+    )
+    message = error["details"]["sourceType"][0]
+    for name in ("accounting", "banking", "bankfeed", "commerce", "expense", "other", "unknown"):
+        assert name in message
+
+
 @pytest.mark.parametrize("key", ["GBOL", "gbo", "gbol1", "gb-l"])
 def test_branding_needs_a_platform_key(client, key):
     error = error_of(client.get(f"/api/integrations/{key}/branding", headers=AUTH), 400)
