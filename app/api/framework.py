@@ -101,7 +101,8 @@ class ApiParser(FlaskParser):
     def load_json(self, req, schema: Schema) -> Any:
         raw = req.get_data(cache=True)  # 413 once past request.max_content_length
         if not raw.strip():
-            if any(field.required for field in schema.fields.values()):
+            required = any(field.required for field in schema.fields.values())
+            if required or getattr(schema, "BODY_REQUIRED", False):
                 raise ApiError(400, "missing_body", "send a JSON object as the request body")
             return {}  # a body with no required field may be left out
         if req.mimetype != "application/json":

@@ -2,7 +2,7 @@
 
 | endpoint | Codat operation(s) |
 | --- | --- |
-| `POST /api/companies` | list-companies (by name), create-company |
+| `POST /api/companies` | list-companies (by `customerId` tag, or by name), create-company |
 | `GET /api/integrations` | list-integrations |
 | `GET /api/integrations/<platformKey>/branding` | get-integrations-branding (cached 24 h) |
 | `POST /api/companies/<id>/connections` | get-integration (cached), create-connection (*) |
@@ -46,20 +46,32 @@ def journey() -> Journey:
 @bp.alt_response(
     200,
     schema=schemas.Company,
-    description="Already existed (here, or in Codat under this name)",
+    description="Already existed (here, or in Codat with this customerId tag or name)",
     success=True,
 )
 @bp.errors(400, 401, 402, 409, 413, 415, 502, 503, 504)
 def create_company(body: dict[str, Any]):
-    """Create the Codat company for one of your customers (idempotent by name)
+    """Create the Codat company for one of your customers (idempotent by customerId)
 
-    Call it when the customer signs up. `name` is your own id for the
-    customer: the same name again returns the same company (200), never a second Codat
-    company, even after a timeout. The company starts in state `created`.
+    Call it when the customer signs up. `customerId` is your own id for the
+    customer, any characters: the same customerId again returns the same company (200),
+    never a second Codat company, even after a timeout; it is kept at Codat as the
+    company tag `customerId`, and `name` is only displayed. Without `customerId`, `name`
+    is your id for the customer, limited to Codat's name characters. The company starts
+    in state `created`.
     """
-    creation = companies.create_company(
-        journey(), body["name"], body.get("description"), body.get("tags")
-    )
+    if "customerId" in body:
+        creation = companies.create_customer_company(
+            journey(),
+            body["customerId"],
+            body.get("name"),
+            body.get("description"),
+            body.get("tags"),
+        )
+    else:
+        creation = companies.create_company(
+            journey(), body["name"], body.get("description"), body.get("tags")
+        )
     response = jsonify(company_view(creation.record, journey().store.gate))
     response.status_code = 201 if creation.created else 200
     response.headers["Location"] = url_for(

@@ -16,7 +16,7 @@ The journey (`journey.link_callback`, `journey.companies`, `journey.integrations
   `{p}:link:checked:{connectionId}` (string, TTL 5 s),
   `{p}:link:checks:company:{id}:{window}` and `{p}:link:checks:all:{window}`
   (counters, TTL 2 windows), `{p}:ratelimit...` (flask-limiter's, TTL),
-  `{p}:companies:by-name:{name}` (string),
+  `{p}:companies:by-name:{name}` and `{p}:companies:by-customer:{customerId}` (strings),
   `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL),
   `{p}:codat:rate-limit` (hash, TTL 8 d: the pause of reconciliation while
   Codat's rate limit is reached, `journey.rate_limit`).
@@ -122,6 +122,9 @@ class Keys:
 
     def company_by_name(self, name: str) -> str:
         return f"{self.prefix}:companies:by-name:{name}"
+
+    def company_by_customer(self, customer_id: str) -> str:
+        return f"{self.prefix}:companies:by-customer:{customer_id}"
 
     def integration_cache(self, platform_key: str) -> str:
         return f"{self.prefix}:cache:integration:{platform_key}"

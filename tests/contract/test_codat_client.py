@@ -18,6 +18,8 @@ from codat_authflow.journey.codat import (
     CodatClient,
     CodatInvalidResponse,
     CodatNotFound,
+    CodatPlanLimit,
+    CodatRateLimited,
     CodatRejected,
     CodatTimeout,
     CodatUnreachable,
@@ -84,6 +86,14 @@ def test_find_companies_queries_by_name_and_keeps_exact_matches(client, codat_mo
     assert "query=name%3DMy%20Test%20Company" in call.query
 
 
+def test_find_companies_filters_on_the_tag_and_keeps_exact_matches(client, codat_mock):
+    assert client.find_companies_tagged("customerId", "b64.Y3VzdF8xMjMvzrE") == []
+    (call,) = codat_mock.calls
+    assert call.path == "/companies"
+    assert "tags=customerId%3Db64.Y3VzdF8xMjMvzrE" in call.query
+    assert "query=" not in call.query
+
+
 def test_list_integrations_sends_the_query_encoded_as_codat_expects(client, codat_mock):
     codat_mock.prefer[r"GET /integrations"] = "dynamic=true"
     query = integrations_query("accounting", True)
@@ -146,10 +156,10 @@ def test_data_operations(client, codat_mock):
     ("code", "expected", "our_status"),
     [
         (401, CodatRejected, 502),
-        (402, CodatRejected, 502),
+        (402, CodatPlanLimit, 402),
         (403, CodatRejected, 502),
         (404, CodatNotFound, 404),
-        (429, CodatRejected, 502),
+        (429, CodatRateLimited, 503),
         (500, CodatRejected, 502),
         (503, CodatRejected, 502),
     ],

@@ -87,6 +87,33 @@ def test_a_company_codat_already_has_under_that_name_is_adopted(client, codat_mo
     assert codat_mock.calls_to("POST", "/companies") == []
 
 
+def test_a_customer_id_twice_is_one_codat_company(client, codat_mock, journey_app):
+    customer = "cust_123/\u03b1"
+    first = client.post("/api/companies", json={"customerId": customer}, headers=AUTH)
+    assert first.status_code == 201, first.json
+    (lookup,) = codat_mock.calls_to("GET", "/companies")
+    assert "tags=customerId%3Db64.Y3VzdF8xMjMvzrE" in lookup.query
+    (created,) = codat_mock.calls_to("POST", "/companies")
+    assert created.json() == {"name": "cust-123--", "tags": {"customerId": "b64.Y3VzdF8xMjMvzrE"}}
+    again = client.post(
+        "/api/companies", json={"customerId": customer, "name": "Toft & sons"}, headers=AUTH
+    )
+    assert again.status_code == 200
+    assert again.json["companyId"] == first.json["companyId"] == PRISM_COMPANY
+    assert len(codat_mock.calls) == 2, "the second call is answered from our marker"
+
+
+def test_a_customer_id_with_a_display_name_and_tags(client, codat_mock):
+    body = {"customerId": "cust_9", "name": "Toft & sons", "description": "d", "tags": {"r": "uk"}}
+    assert client.post("/api/companies", json=body, headers=AUTH).status_code == 201
+    (created,) = codat_mock.calls_to("POST", "/companies")
+    assert created.json() == {
+        "name": "Toft & sons",
+        "description": "d",
+        "tags": {"r": "uk", "customerId": "cust_9"},
+    }
+
+
 def test_concurrent_creations_with_one_name_make_one_codat_company(journey_app, codat_mock):
     results = []
 

@@ -181,6 +181,19 @@ class CodatClient:
         )
         return [company for company in found if company.get("name") == name]
 
+    def find_companies_tagged(self, tag: str, value: str) -> list[dict[str, Any]]:
+        """Companies whose tag `tag` is exactly `value` (list-companies with
+        Codat's `tags` filter, `tags=<tag>=<value>`; the results are checked
+        here too, so a filter Codat ignored or matched loosely adopts nothing
+        wrong)."""
+        found = self._pages(
+            "list-companies",
+            lambda page: self._sdk.companies.list(
+                request={"page": page, "page_size": PAGE_SIZE, "tags": f"{tag}={value}"}
+            ),
+        )
+        return [c for c in found if (c.get("tags") or {}).get(tag) == value]
+
     # -- integrations -----------------------------------------------------------
 
     def list_integrations(self, query: str | None) -> list[dict[str, Any]]:
