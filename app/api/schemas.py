@@ -381,7 +381,29 @@ class LiveConnection(Schema):
     )
     created = fields.String(allow_none=True)
     lastSync = fields.String(allow_none=True)
-    linkUrl = fields.String(allow_none=True)
+    linkUrl = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Only while linkUrlState is usable (Link URLs work once, one day)"
+        },
+    )
+    linkUrlState = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["usable", "used", "expired", None],
+            "description": "For a PendingAuth connection: whether its Link URL can still be "
+            "used (used: the user came back from Link, or Codat reports a linking error; "
+            "expired: LINK_URL_LIFETIME_SECONDS after created); null otherwise",
+        },
+    )
+    linkUrlExpiresAt = fields.String(allow_none=True)
+    action = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "What to do when the Link URL is used or expired: create a new "
+            "connection for the platform (type, method, path, body, message)"
+        },
+    )
     dataConnectionErrors = fields.List(fields.Dict())
     tracked = fields.Dict(
         allow_none=True, metadata={"description": "What our state machine knows of it"}
