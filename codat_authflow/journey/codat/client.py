@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -193,6 +194,46 @@ class CodatClient:
             ),
         )
         return [c for c in found if (c.get("tags") or {}).get(tag) == value]
+
+    def delete_company(self, company_id: str) -> None:
+        """delete-company: the company, its connections and its cached data, for good."""
+        self._call(
+            "delete-company",
+            lambda: self._sdk.companies.delete(request={"company_id": company_id}),
+        )
+
+    def get_connection_management_token(self, company_id: str) -> dict[str, Any]:
+        """get-connection-management-access-token (`accessToken`). Codat marks it
+        deprecated in favour of get-company-access-token; its answer is unchanged."""
+
+        def fetch():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self._sdk.connection_management.get(request={"company_id": company_id})
+
+        return _dump(self._call("get-connection-management-access-token", fetch))
+
+    # -- webhook consumers ------------------------------------------------------
+
+    def list_webhook_consumers(self) -> list[dict[str, Any]]:
+        body = _dump(self._call("list-webhook-consumers", self._sdk.webhooks.list_consumers))
+        return list(body.get("results") or [])
+
+    def create_webhook_consumer(self, url: str, event_types: list[str]) -> dict[str, Any]:
+        return _dump(
+            self._call(
+                "create-webhook-consumer",
+                lambda: self._sdk.webhooks.create_consumer(
+                    request={"url": url, "eventTypes": event_types, "disabled": False}
+                ),
+            )
+        )
+
+    def delete_webhook_consumer(self, webhook_id: str) -> None:
+        self._call(
+            "delete-webhook-consumer",
+            lambda: self._sdk.webhooks.delete_consumer(request={"webhook_id": webhook_id}),
+        )
 
     # -- integrations -----------------------------------------------------------
 
