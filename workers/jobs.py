@@ -133,6 +133,34 @@ def _decode(entry: StreamEntry) -> CodatEvent:
     return parse_codat_event(body)
 
 
+def _log_applied(applied, events_by_company, entry_ids_by_company, webhook_ids) -> None:
+    """`event.applied` per event and `company.transition` per transition committed."""
+    for company_id, outcome in applied.outcomes.items():
+        by_event_id = {}  # the webhook that caused each transition, for its log line
+        for event, entry_id in zip(
+            events_by_company[company_id], entry_ids_by_company[company_id], strict=True
+        ):
+            by_event_id[event.id] = entry_id
+            log.info(
+                "event.applied",
+                webhook_id=webhook_ids[entry_id],
+                event_id=event.id,
+                event_type=event.type,
+                company_id=company_id,
+                state=outcome.state.value,
+            )
+        for transition in outcome.transitions:
+            log.info(
+                "company.transition",
+                company_id=company_id,
+                from_state=transition.from_state.value,
+                to_state=transition.to_state.value,
+                event_id=transition.cause_event_id,
+                event_type=transition.cause_event_type,
+                webhook_id=webhook_ids.get(by_event_id.get(transition.cause_event_id)),
+            )
+
+
 def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, int]:
     """Apply one batch. Returns counts by outcome."""
     events_by_company: dict[str, list[CodatEvent]] = defaultdict(list)
@@ -189,30 +217,7 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
     committed_ms = int(time.time() * 1000)
 
     webhook_ids = {e.entry_id: webhook_id_of(e) for e in entries}
-    for company_id, outcome in applied.outcomes.items():
-        by_event_id = {}  # the webhook that caused each transition, for its log line
-        for event, entry_id in zip(
-            events_by_company[company_id], entry_ids_by_company[company_id], strict=True
-        ):
-            by_event_id[event.id] = entry_id
-            log.info(
-                "event.applied",
-                webhook_id=webhook_ids[entry_id],
-                event_id=event.id,
-                event_type=event.type,
-                company_id=company_id,
-                state=outcome.state.value,
-            )
-        for transition in outcome.transitions:
-            log.info(
-                "company.transition",
-                company_id=company_id,
-                from_state=transition.from_state.value,
-                to_state=transition.to_state.value,
-                event_id=transition.cause_event_id,
-                event_type=transition.cause_event_type,
-                webhook_id=webhook_ids.get(by_event_id.get(transition.cause_event_id)),
-            )
+    _log_applied(applied, events_by_company, entry_ids_by_company, webhook_ids)
     for entry, event in ignored:
         log.info(
             "event.ignored",
@@ -222,6 +227,13 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
         )
     for entry, signal in signals:
         report_signal(ctx.redis, ctx.store.keys.prefix, signal, webhook_id_of(entry))
+    for company_id in applied.erased:  # acknowledged with the others, applied to nothing
+        log.info(
+            "event.ignored",
+            reason="company_erased",
+            company_id=company_id,
+            webhook_ids=[webhook_ids[i] for i in entry_ids_by_company[company_id]],
+        )
     for company_id, exc in applied.failed.items():
         log.error(
             "event.apply_failed",
@@ -232,7 +244,7 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
     counts = {
         "notifications": sum(len(n) for n in applied.notifications.values()),
         "applied": sum(len(events_by_company[c]) for c in applied.outcomes),
-        "ignored": len(ignored),
+        "ignored": len(ignored) + sum(len(events_by_company[c]) for c in applied.erased),
         "rejected": len(rejected),
         "failed": sum(len(events_by_company[c]) for c in applied.failed),
     }

@@ -3,6 +3,8 @@
 | endpoint | Codat operation(s) |
 | --- | --- |
 | `POST /api/companies` | list-companies (by `customerId` tag, or by name), create-company |
+| `DELETE /api/companies/<id>` | delete-company, then erasure here (tombstone) |
+| `GET /api/companies/<id>/connection-management-token` | get-connection-management-access-token |
 | `GET /api/integrations` | list-integrations |
 | `GET /api/integrations/<platformKey>/branding` | get-integrations-branding (cached 24 h) |
 | `POST /api/companies/<id>/connections` | get-integration (cached), create-connection (*) |
@@ -26,7 +28,7 @@ from flask import current_app, jsonify, url_for
 from app.api import schemas
 from app.api.companies import company_view
 from app.api.framework import Blueprint
-from codat_authflow.journey import companies, connections, integrations, reconcile
+from codat_authflow.journey import companies, connections, erasure, integrations, reconcile
 from codat_authflow.journey.codat import integrations_query
 from codat_authflow.journey.service import Journey
 
@@ -77,6 +79,38 @@ def create_company(body: dict[str, Any]):
     response.headers["Location"] = url_for(
         "api.companies.get_company", company_id=creation.record.facts.company_id
     )
+    return response
+
+
+@bp.delete("/companies/<company_id>", tags=["companies"])
+@bp.path(schemas.CompanyPath)
+@bp.response(200, schemas.Erasure, description="Erased (or erased before)")
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
+def erase_company(company_id: str):
+    """Erase a company: at Codat (delete-company), then here
+
+    Codat deletes the company, its connections and its data. Subscribers then get
+    `company.revoked` with `companyDeleted: true`, and our document, indexes and event
+    log are removed; a tombstone remains, so late webhooks for the company are
+    acknowledged and ignored. If Codat fails, nothing is erased: retry. Erasing again
+    answers 200 with `alreadyErased: true`.
+    """
+    return jsonify(erasure.erase_company(journey(), company_id).to_json())
+
+
+@bp.get("/companies/<company_id>/connection-management-token", tags=["connections"])
+@bp.path(schemas.CompanyPath)
+@bp.response(200, schemas.ConnectionManagementToken, description="Codat's access token")
+@bp.errors(400, 401, 402, 404, 409, 502, 503, 504)
+def connection_management_token(company_id: str):
+    """An access token for Codat's embeddable connection manager
+
+    Codat's get-connection-management-access-token, for hosts that embed Codat's
+    connection management UI: pass `accessToken` to it in the customer's browser. Codat
+    marks the operation deprecated in favour of its company access token. Not cached.
+    """
+    response = jsonify(connections.connection_management_token(journey(), company_id))
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

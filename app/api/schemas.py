@@ -432,6 +432,27 @@ class RefreshQueued(Schema):
     companyState = fields.String()
 
 
+class Erasure(Schema):
+    companyId = fields.String()
+    status = fields.String(metadata={"example": "erased"})
+    erasedAt = fields.String()
+    deletedAtCodat = fields.Boolean(
+        metadata={"description": "false: Codat had no such company any more"}
+    )
+    alreadyErased = fields.Boolean()
+    notified = fields.List(
+        fields.String(),
+        metadata={"description": "Notifications sent, e.g. company.revoked (companyDeleted)"},
+    )
+
+
+class ConnectionManagementToken(Schema):
+    companyId = fields.String()
+    accessToken = fields.String(
+        metadata={"description": "Codat's token for its connection management UI (a JWT)"}
+    )
+
+
 class StuckReport(Schema):
     companyId = fields.String()
     state = fields.String()

@@ -202,10 +202,11 @@ def _create_once(
     while True:
         current = redis.get(key)
         if current is not None and not current.decode().startswith(PENDING):
-            record = _known(journey, current.decode(), name)
-            if record.facts.deleted_at is None:
+            erased = redis.hexists(journey.keys.tombstones, current.decode())
+            record = None if erased else _known(journey, current.decode(), name)
+            if record is not None and record.facts.deleted_at is None:
                 return CompanyCreation(record, created=False)
-            # Deleted in Codat since: this customer needs a new company.
+            # Deleted in Codat (or erased here) since: this customer needs a new company.
             if swap(keys=[key], args=[current, token, _claim_ttl(journey)]):
                 break
             continue
@@ -230,6 +231,7 @@ def _create_once(
         event = company_created(company, source=API, fallback_at=journey.stamp())
         record = journey.apply(company_id, [event])
         swap(keys=[key], args=[token, company_id, 0])
+        redis.set(journey.keys.company_marker(company_id), key)  # for erasure
     except BaseException:
         swap(keys=[key], args=[token, "", 0])
         raise

@@ -395,6 +395,15 @@ def delete_connection(journey: Journey, company_id: str, connection_id: str) -> 
     }
 
 
+def connection_management_token(journey: Journey, company_id: str) -> dict[str, Any]:
+    """Codat's get-connection-management-access-token for the company's
+    connection manager (Codat's embeddable UI). Nothing is stored."""
+    codat = journey.require_codat("get-connection-management-access-token")
+    known_company(journey, company_id)
+    token = codat.get_connection_management_token(company_id)  # 404 at Codat: 404
+    return {"companyId": company_id, "accessToken": token.get("accessToken")}
+
+
 def refresh(journey: Journey, company_id: str) -> dict[str, Any]:
     """Queue a fetch of every data type (refresh-company-data).
 

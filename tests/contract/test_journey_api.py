@@ -114,6 +114,46 @@ def test_a_customer_id_with_a_display_name_and_tags(client, codat_mock):
     }
 
 
+def test_erasing_a_company_deletes_it_at_codat_then_here(client, codat_mock, journey_app):
+    create_company(client)
+    response = client.delete(f"/api/companies/{PRISM_COMPANY}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["deletedAtCodat"] is True
+    (call,) = codat_mock.calls_to("DELETE", f"/companies/{PRISM_COMPANY}")
+    assert call.status == 204
+    assert client.get(f"/api/companies/{PRISM_COMPANY}", headers=AUTH).status_code == 404
+    assert journey_of(journey_app).redis.hexists("authflow:tombstones", PRISM_COMPANY)
+
+
+def test_erasure_stops_when_codat_fails(client, codat_mock, journey_app):
+    create_company(client)
+    codat_mock.prefer[r"DELETE /companies/.*"] = "code=500"
+    response = client.delete(f"/api/companies/{PRISM_COMPANY}", headers=AUTH)
+    assert response.status_code == 502
+    assert journey_of(journey_app).store.get(PRISM_COMPANY) is not None
+
+
+def test_the_connection_management_token_is_codats(client, codat_mock):
+    create_company(client)
+    response = client.get(
+        f"/api/companies/{PRISM_COMPANY}/connection-management-token", headers=AUTH
+    )
+    assert response.status_code == 200, response.json
+    assert response.json["companyId"] == PRISM_COMPANY
+    assert response.json["accessToken"].startswith("eyJ")
+    assert response.headers["Cache-Control"] == "no-store"
+    (call,) = codat_mock.calls_to("GET", f"/companies/{PRISM_COMPANY}/connectionManagement/.*")
+    assert call.path.endswith("/connectionManagement/accessToken")
+
+
+def test_the_connection_management_token_of_an_unknown_company_is_404(client, codat_mock):
+    response = client.get(
+        "/api/companies/5b7e4b4e-6c55-4c37-9a48-8c4d7b2e1f00/connection-management-token",
+        headers=AUTH,
+    )
+    assert response.status_code == 404 and codat_mock.calls == []
+
+
 def test_concurrent_creations_with_one_name_make_one_codat_company(journey_app, codat_mock):
     results = []
 

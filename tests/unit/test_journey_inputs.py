@@ -159,6 +159,8 @@ def test_branding_needs_a_platform_key(client, key):
         ("delete", f"/api/companies/{COMPANY}/connections/nope", "invalid_connection_id"),
         ("delete", f"/api/companies/nope/connections/{CONNECTION}", "invalid_company_id"),
         ("post", "/api/companies/nope/refresh", "invalid_company_id"),
+        ("delete", "/api/companies/not-a-uuid", "invalid_company_id"),
+        ("get", "/api/companies/nope/connection-management-token", "invalid_company_id"),
     ],
 )
 def test_malformed_ids_are_400(client, method, path, code):
@@ -229,13 +231,15 @@ def test_the_openapi_document_describes_the_journey(client):
         ("/companies/{companyId}/connections/{connectionId}", "delete"),
         ("/companies/{companyId}/refresh", "post"),
         ("/reconciliation/stuck", "get"),
+        ("/companies/{companyId}", "delete"),
+        ("/companies/{companyId}/connection-management-token", "get"),
     } <= operations
     create = doc["components"]["schemas"]["CreateCompanyRequest"]
     assert {"customerId", "name", "description", "tags"} == set(create["properties"])
     assert "pattern" in create["properties"]["name"]
     assert create["properties"]["customerId"]["maxLength"] == 200
     post = doc["paths"]["/companies"]["post"]
-    assert {"200", "201", "400", "409", "413", "502", "503", "504"} <= set(post["responses"])
+    assert {"200", "201", "400", "402", "409", "413", "502", "503", "504"} <= set(post["responses"])
     query = doc["paths"]["/integrations"]["get"]["parameters"]
     assert {p["name"] for p in query} == {"sourceType", "enabled"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
