@@ -105,6 +105,16 @@ def capture(monkeypatch, module) -> list[dict]:
     return View(lines)
 
 
+@pytest.fixture(autouse=True)
+def _drain_logs(monkeypatch):
+    """The drain logs to a capturing logger here: used after create_app, its
+    module logger would be cached with the app's configuration, and
+    tests/unit/test_drain.py could no longer capture it."""
+    import workers.jobs
+
+    monkeypatch.setattr(workers.jobs, "log", structlog.testing.CapturingLogger())
+
+
 class Clock:
     def __init__(self, now: float):
         self.now = now

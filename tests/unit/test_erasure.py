@@ -12,6 +12,7 @@ import uuid
 
 import fakeredis
 import pytest
+import structlog.testing
 
 from app import create_app
 from codat_authflow.bootstrap import Services
@@ -32,6 +33,16 @@ ENV = {
     "CODAT_API_KEY": "key",
 }
 AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture(autouse=True)
+def _drain_logs(monkeypatch):
+    """The drain logs to a capturing logger here: used after create_app, its
+    module logger would be cached with the app's configuration, and
+    tests/unit/test_drain.py could no longer capture it."""
+    import workers.jobs
+
+    monkeypatch.setattr(workers.jobs, "log", structlog.testing.CapturingLogger())
 
 
 class StubCodat:
