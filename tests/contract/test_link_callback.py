@@ -240,3 +240,14 @@ def test_passthrough_is_bounded():
     many = {f"p{i}": "v" for i in range(50)}
     assert len(passthrough_params(many)) == 20
     assert passthrough_params({"x" * 65: "v", "long": "v" * 501, "ok": "v"}) == {"ok": "v"}
+
+
+def test_a_429_while_checking_still_answers_the_user_and_pauses_reconciliation(app, codat_mock):
+    from codat_authflow.journey.rate_limit import current_pause
+
+    codat_mock.prefer[r"GET /companies/.*/connections/.*"] = "code=429"
+    response = callback(app.test_client(), statusCode="200")
+    assert response.status_code == 200
+    assert "We are finishing your connection" in response.get_data(as_text=True)
+    journey = app.extensions["journey"]
+    assert current_pause(journey.redis, journey.keys).reason == "retry_after"
