@@ -11,8 +11,10 @@ No bearer token: the user's browser lands here. The query string is not
 trusted for state (see `codat_authflow.journey.link_callback`): it names the connection to
 check with Codat, and the outcome shown is what Codat confirms. The user is
 then redirected to LINK_SUCCESS_URL or LINK_FAILURE_URL (with `outcome`,
-`companyId` and `connectionId` added to the URL's query string), or, when
-those are unset, shown a short page saying what happened and what to do next.
+`companyId` and `connectionId` added to the URL's query string, and every
+parameter that is not reserved passed through), or, when those are unset,
+shown a short page saying what happened and what to do next. Status 201
+(success, no connection information) is a success.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from marshmallow import ValidationError
 
 from app.api.schemas import LinkCallbackQuery
 from codat_authflow.journey.codat import add_query_params
-from codat_authflow.journey.link_callback import SUCCESS_OUTCOMES, CallbackResult, handle_callback
+from codat_authflow.journey.link_callback import (
+    SUCCESS_OUTCOMES,
+    CallbackResult,
+    handle_callback,
+    passthrough_params,
+)
 from codat_authflow.journey.service import Journey
 
 bp = Blueprint("link_callback", __name__)
@@ -35,6 +42,11 @@ MESSAGES = {
         "Thank you. We can now see the data you agreed to share, and we are fetching it. "
         "You can close this page and go back to the application; the first fetch can take "
         "a few minutes.",
+    ),
+    "completed": (
+        "You are all set",
+        "Nothing more is needed here. You can close this page and go back to the "
+        "application: it shows which of your platforms are connected.",
     ),
     "pending": (
         "We are finishing your connection",
@@ -127,7 +139,8 @@ def link_callback():
         else settings.link_failure_url
     )
     if target:
-        extra = {"outcome": result.outcome}
+        extra = passthrough_params(request.args, target)
+        extra["outcome"] = result.outcome
         if result.company_id:
             extra["companyId"] = result.company_id
         if result.connection_id:

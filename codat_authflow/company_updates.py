@@ -17,6 +17,11 @@ then commits, in one Redis transaction, the side writes listed in
 plus whatever the caller adds with `also` (the drain's inbox
 acknowledgement), so they all commit with the state or not at all.
 
+An erased company (`{p}:tombstones`, `journey.erasure`) is never written
+again: its events are dropped, reported in `Applied.erased` and passed to
+`also` like committed ones, so the drain acknowledges them (a late webhook
+for an erased company is acknowledged and ignored, never recreates it).
+
 Why optimistic concurrency (WATCH/MULTI) rather than a Lua script or a lock:
 the state machine is Python, so a Lua script cannot run it; a lock adds a
 round trip and a lease to get wrong when a worker dies holding it. WATCH lets
@@ -66,6 +71,7 @@ class Applied:
     records: dict[str, CompanyRecord]
     failed: dict[str, Exception]  # companies whose events raised; nothing committed for them
     notifications: dict[str, list[Notification]]  # committed to the outbox with the state
+    erased: frozenset[str] = frozenset()  # erased companies: their events were dropped
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,8 @@ class CompanyUpdates:
     ) -> Applied:
         """Apply each company's events and commit all companies at once.
 
-        `also(pipe, committed_company_ids)` adds commands to the same MULTI.
+        `also(pipe, committed_company_ids)` adds commands to the same MULTI
+        (the ids include erased companies, whose events are dropped).
         A company whose events make the state machine raise is left out of
         the commit and reported in `failed`; the others still commit.
         """
@@ -104,11 +111,15 @@ class CompanyUpdates:
             with store.redis.pipeline(transaction=True) as pipe:
                 try:
                     if keys:
-                        pipe.watch(*keys)
+                        pipe.watch(*keys, store.keys.tombstones)
                     raw_records = pipe.mget(keys) if keys else []
+                    tombs = pipe.hmget(store.keys.tombstones, company_ids) if keys else []
+                    erased = frozenset(c for c, t in zip(company_ids, tombs, strict=True) if t)
                     stamp = now()
                     outcomes, records, failed, notes, changes = {}, {}, {}, {}, []
                     for company_id, raw in zip(company_ids, raw_records, strict=True):
+                        if company_id in erased:
+                            continue
                         before = store.decode(raw, company_id, stamp)
                         events = events_by_company[company_id]
                         try:
@@ -138,13 +149,14 @@ class CompanyUpdates:
                     for change in changes:
                         commit_change(pipe, store, change, stamp)
                     if also is not None:
-                        also(pipe, set(outcomes))
+                        also(pipe, set(outcomes) | erased)
                     pipe.execute()
                     return Applied(
                         outcomes=outcomes,
                         records=records,
                         failed=failed,
                         notifications={c: n for c, n in notes.items() if n and c in outcomes},
+                        erased=erased,
                     )
                 except WatchError:
                     log.info("company.write_conflict", attempt=attempt + 1, companies=len(keys))

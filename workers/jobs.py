@@ -20,6 +20,12 @@ import structlog
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.relay import relay
 from codat_authflow.jobs import enqueue_drain
+from codat_authflow.journey.rate_limit import (
+    RateLimitSignal,
+    queue_signal,
+    report_signal,
+    signal_of,
+)
 from codat_authflow.observability.metrics import record_drain
 from codat_authflow.storage.inbox import webhook_id_of
 from codat_authflow.storage.streams import StreamEntry, consumer_name
@@ -127,6 +133,34 @@ def _decode(entry: StreamEntry) -> CodatEvent:
     return parse_codat_event(body)
 
 
+def _log_applied(applied, events_by_company, entry_ids_by_company, webhook_ids) -> None:
+    """`event.applied` per event and `company.transition` per transition committed."""
+    for company_id, outcome in applied.outcomes.items():
+        by_event_id = {}  # the webhook that caused each transition, for its log line
+        for event, entry_id in zip(
+            events_by_company[company_id], entry_ids_by_company[company_id], strict=True
+        ):
+            by_event_id[event.id] = entry_id
+            log.info(
+                "event.applied",
+                webhook_id=webhook_ids[entry_id],
+                event_id=event.id,
+                event_type=event.type,
+                company_id=company_id,
+                state=outcome.state.value,
+            )
+        for transition in outcome.transitions:
+            log.info(
+                "company.transition",
+                company_id=company_id,
+                from_state=transition.from_state.value,
+                to_state=transition.to_state.value,
+                event_id=transition.cause_event_id,
+                event_type=transition.cause_event_type,
+                webhook_id=webhook_ids.get(by_event_id.get(transition.cause_event_id)),
+            )
+
+
 def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, int]:
     """Apply one batch. Returns counts by outcome."""
     events_by_company: dict[str, list[CodatEvent]] = defaultdict(list)
@@ -134,6 +168,9 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
     ignored: list[tuple[StreamEntry, CodatEvent]] = []
     rejected: list[tuple[StreamEntry, str]] = []
     decoded: list[tuple[StreamEntry, CodatEvent]] = []
+    # client.rateLimit.* (no company): stored and acknowledged like any ignored
+    # event, and they pause or resume reconciliation (journey/rate_limit.py).
+    signals: list[tuple[StreamEntry, RateLimitSignal]] = []
 
     for entry in entries:
         try:
@@ -144,6 +181,9 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
         decoded.append((entry, event))
         if not event.handled:
             ignored.append((entry, event))
+            signal = signal_of(event.type, event.id, entry.fields.get(b"body"))
+            if signal is not None:
+                signals.append((entry, signal))
             continue
         assert event.company_id is not None  # parse_codat_event guarantees it
         events_by_company[event.company_id].append(event)
@@ -169,42 +209,30 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
             )
             pipe.hincrby(ctx.inbox.keys.ignored_counts, event.type, 1)
             ids.append(entry.entry_id)
+        for _entry, signal in signals:
+            queue_signal(pipe, ctx.inbox.keys, signal, time.time())
         ctx.inbox.acknowledge(pipe, ids)
 
     applied = ctx.updates.apply(events_by_company, also=acknowledge_with_state)
     committed_ms = int(time.time() * 1000)
 
     webhook_ids = {e.entry_id: webhook_id_of(e) for e in entries}
-    for company_id, outcome in applied.outcomes.items():
-        by_event_id = {}  # the webhook that caused each transition, for its log line
-        for event, entry_id in zip(
-            events_by_company[company_id], entry_ids_by_company[company_id], strict=True
-        ):
-            by_event_id[event.id] = entry_id
-            log.info(
-                "event.applied",
-                webhook_id=webhook_ids[entry_id],
-                event_id=event.id,
-                event_type=event.type,
-                company_id=company_id,
-                state=outcome.state.value,
-            )
-        for transition in outcome.transitions:
-            log.info(
-                "company.transition",
-                company_id=company_id,
-                from_state=transition.from_state.value,
-                to_state=transition.to_state.value,
-                event_id=transition.cause_event_id,
-                event_type=transition.cause_event_type,
-                webhook_id=webhook_ids.get(by_event_id.get(transition.cause_event_id)),
-            )
+    _log_applied(applied, events_by_company, entry_ids_by_company, webhook_ids)
     for entry, event in ignored:
         log.info(
             "event.ignored",
             webhook_id=webhook_id_of(entry),
             event_type=event.type,
             company_id=event.company_id,
+        )
+    for entry, signal in signals:
+        report_signal(ctx.redis, ctx.store.keys.prefix, signal, webhook_id_of(entry))
+    for company_id in applied.erased:  # acknowledged with the others, applied to nothing
+        log.info(
+            "event.ignored",
+            reason="company_erased",
+            company_id=company_id,
+            webhook_ids=[webhook_ids[i] for i in entry_ids_by_company[company_id]],
         )
     for company_id, exc in applied.failed.items():
         log.error(
@@ -216,7 +244,7 @@ def process_entries(ctx: Services, entries: Sequence[StreamEntry]) -> dict[str, 
     counts = {
         "notifications": sum(len(n) for n in applied.notifications.values()),
         "applied": sum(len(events_by_company[c]) for c in applied.outcomes),
-        "ignored": len(ignored),
+        "ignored": len(ignored) + sum(len(events_by_company[c]) for c in applied.erased),
         "rejected": len(rejected),
         "failed": sum(len(events_by_company[c]) for c in applied.failed),
     }

@@ -40,13 +40,16 @@ PREFIX = "/api"
 ERROR_RESPONSES = {
     400: "The request is malformed; `details` names each bad field",
     401: "Missing or wrong bearer token",
+    402: "A limit of the Codat plan is reached (e.g. companies); `message` and "
+    "`details.codatMessage` carry Codat's explanation",
     404: "Unknown company, connection, platform or subscription",
     409: "The request conflicts with the company's current connections or state",
     413: "The body is larger than API_MAX_BODY_BYTES",
     415: "The body is not application/json",
     502: "Codat refused the call, failed, or answered outside its own schema; "
     "`details` has Codat's status, message and correlation id",
-    503: "CODAT_API_KEY is not configured, or Redis is unreachable",
+    503: "CODAT_API_KEY is not configured, Redis is unreachable, or Codat's rate limit is "
+    "reached (`codat_rate_limited`, with `Retry-After` in seconds)",
     504: "Codat did not answer in time; nothing was changed",
 }
 
@@ -98,7 +101,8 @@ class ApiParser(FlaskParser):
     def load_json(self, req, schema: Schema) -> Any:
         raw = req.get_data(cache=True)  # 413 once past request.max_content_length
         if not raw.strip():
-            if any(field.required for field in schema.fields.values()):
+            required = any(field.required for field in schema.fields.values())
+            if required or getattr(schema, "BODY_REQUIRED", False):
                 raise ApiError(400, "missing_body", "send a JSON object as the request body")
             return {}  # a body with no required field may be left out
         if req.mimetype != "application/json":

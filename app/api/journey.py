@@ -2,7 +2,9 @@
 
 | endpoint | Codat operation(s) |
 | --- | --- |
-| `POST /api/companies` | list-companies (by name), create-company |
+| `POST /api/companies` | list-companies (by `customerId` tag, or by name), create-company |
+| `DELETE /api/companies/<id>` | delete-company, then erasure here (tombstone) |
+| `GET /api/companies/<id>/connection-management-token` | get-connection-management-access-token |
 | `GET /api/integrations` | list-integrations |
 | `GET /api/integrations/<platformKey>/branding` | get-integrations-branding (cached 24 h) |
 | `POST /api/companies/<id>/connections` | get-integration (cached), create-connection (*) |
@@ -26,7 +28,7 @@ from flask import current_app, jsonify, url_for
 from app.api import schemas
 from app.api.companies import company_view
 from app.api.framework import Blueprint
-from codat_authflow.journey import companies, connections, integrations, reconcile
+from codat_authflow.journey import companies, connections, erasure, integrations, reconcile
 from codat_authflow.journey.codat import integrations_query
 from codat_authflow.journey.service import Journey
 
@@ -46,25 +48,69 @@ def journey() -> Journey:
 @bp.alt_response(
     200,
     schema=schemas.Company,
-    description="Already existed (here, or in Codat under this name)",
+    description="Already existed (here, or in Codat with this customerId tag or name)",
     success=True,
 )
-@bp.errors(400, 401, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 409, 413, 415, 502, 503, 504)
 def create_company(body: dict[str, Any]):
-    """Create the Codat company for one of your customers (idempotent by name)
+    """Create the Codat company for one of your customers (idempotent by customerId)
 
-    Call it when the customer signs up. `name` is your own id for the
-    customer: the same name again returns the same company (200), never a second Codat
-    company, even after a timeout. The company starts in state `created`.
+    Call it when the customer signs up. `customerId` is your own id for the
+    customer, any characters: the same customerId again returns the same company (200),
+    never a second Codat company, even after a timeout; it is kept at Codat as the
+    company tag `customerId`, and `name` is only displayed. Without `customerId`, `name`
+    is your id for the customer, limited to Codat's name characters. The company starts
+    in state `created`.
     """
-    creation = companies.create_company(
-        journey(), body["name"], body.get("description"), body.get("tags")
-    )
+    if "customerId" in body:
+        creation = companies.create_customer_company(
+            journey(),
+            body["customerId"],
+            body.get("name"),
+            body.get("description"),
+            body.get("tags"),
+        )
+    else:
+        creation = companies.create_company(
+            journey(), body["name"], body.get("description"), body.get("tags")
+        )
     response = jsonify(company_view(creation.record, journey().store.gate))
     response.status_code = 201 if creation.created else 200
     response.headers["Location"] = url_for(
         "api.companies.get_company", company_id=creation.record.facts.company_id
     )
+    return response
+
+
+@bp.delete("/companies/<company_id>", tags=["companies"])
+@bp.path(schemas.CompanyPath)
+@bp.response(200, schemas.Erasure, description="Erased (or erased before)")
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
+def erase_company(company_id: str):
+    """Erase a company: at Codat (delete-company), then here
+
+    Codat deletes the company, its connections and its data. Subscribers then get
+    `company.revoked` with `companyDeleted: true`, and our document, indexes and event
+    log are removed; a tombstone remains, so late webhooks for the company are
+    acknowledged and ignored. If Codat fails, nothing is erased: retry. Erasing again
+    answers 200 with `alreadyErased: true`.
+    """
+    return jsonify(erasure.erase_company(journey(), company_id).to_json())
+
+
+@bp.get("/companies/<company_id>/connection-management-token", tags=["connections"])
+@bp.path(schemas.CompanyPath)
+@bp.response(200, schemas.ConnectionManagementToken, description="Codat's access token")
+@bp.errors(400, 401, 402, 404, 409, 502, 503, 504)
+def connection_management_token(company_id: str):
+    """An access token for Codat's embeddable connection manager
+
+    Codat's get-connection-management-access-token, for hosts that embed Codat's
+    connection management UI: pass `accessToken` to it in the customer's browser. Codat
+    marks the operation deprecated in favour of its company access token. Not cached.
+    """
+    response = jsonify(connections.connection_management_token(journey(), company_id))
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -89,7 +135,7 @@ def _integration_view(integration: dict[str, Any]) -> dict[str, Any]:
 @bp.get("/integrations", tags=["integrations"])
 @bp.arguments(schemas.IntegrationsQuery, location="query")
 @bp.response(200, schemas.Integrations, description="Integrations")
-@bp.errors(400, 401, 502, 503, 504)
+@bp.errors(400, 401, 402, 502, 503, 504)
 def list_integrations(args: dict[str, Any]):
     """The platforms your customers can connect
 
@@ -108,7 +154,7 @@ def list_integrations(args: dict[str, Any]):
 @bp.get("/integrations/<platform_key>/branding", tags=["integrations"])
 @bp.path(schemas.PlatformPath)
 @bp.response(200, schemas.Branding, description="Branding")
-@bp.errors(400, 401, 404, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
 def branding(platform_key: str):
     """Codat's logos and buttons for a platform (cached for a day)"""
     value, cached = integrations.branding(journey(), platform_key)
@@ -132,7 +178,7 @@ def branding(platform_key: str):
 @bp.path(schemas.CompanyPath)
 @bp.arguments(schemas.CreateConnectionRequest)
 @bp.response(201, schemas.ConnectionCreated, description="Created; send the user to linkUrl")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def create_connection(body: dict[str, Any], company_id: str):
     """Create a connection and get the linkUrl to send the user to
 
@@ -150,7 +196,7 @@ def create_connection(body: dict[str, Any], company_id: str):
 @bp.get("/companies/<company_id>/connections", tags=["connections"])
 @bp.path(schemas.CompanyPath)
 @bp.response(200, schemas.Connections, description="Connections")
-@bp.errors(400, 401, 404, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 502, 503, 504)
 def list_connections(company_id: str):
     """The company's connections, live from Codat, with what we know of each"""
     return jsonify(connections.list_connections(journey(), company_id))
@@ -160,7 +206,7 @@ def list_connections(company_id: str):
 @bp.path(schemas.ConnectionPath)
 @bp.arguments(schemas.EmptyRequest, required=False)
 @bp.response(200, schemas.ConnectionChange, description="Unlinked")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def unlink_connection(_body: dict[str, Any], company_id: str, connection_id: str):
     """Revoke access to the platform; data already synced is kept"""
     return jsonify(connections.unlink_connection(journey(), company_id, connection_id))
@@ -169,7 +215,7 @@ def unlink_connection(_body: dict[str, Any], company_id: str, connection_id: str
 @bp.delete("/companies/<company_id>/connections/<connection_id>", tags=["connections"])
 @bp.path(schemas.ConnectionPath)
 @bp.response(200, schemas.ConnectionChange, description="Deleted")
-@bp.errors(400, 401, 404, 409, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 502, 503, 504)
 def delete_connection(company_id: str, connection_id: str):
     """Delete the connection and the data Codat holds through it"""
     return jsonify(connections.delete_connection(journey(), company_id, connection_id))
@@ -179,7 +225,7 @@ def delete_connection(company_id: str, connection_id: str):
 @bp.path(schemas.CompanyPath)
 @bp.arguments(schemas.EmptyRequest, required=False)
 @bp.response(202, schemas.RefreshQueued, description="Queued at Codat")
-@bp.errors(400, 401, 404, 409, 413, 415, 502, 503, 504)
+@bp.errors(400, 401, 402, 404, 409, 413, 415, 502, 503, 504)
 def refresh(_body: dict[str, Any], company_id: str):
     """Queue a fetch of all the company's data"""
     return jsonify(connections.refresh(journey(), company_id)), 202

@@ -9,7 +9,18 @@ we accept is one Codat accepts.
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates,
+    validates_schema,
+)
+
+from codat_authflow.journey.codat.queries import SOURCE_TYPES as SOURCE_TYPE_NAMES
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 UUID = validate.Regexp(UUID_PATTERN, error="must be a UUID (Codat's ids are UUIDs)")
@@ -24,7 +35,16 @@ COMPANY_NAME = validate.Regexp(
     r"^[A-Za-z0-9 \-',@.?!]+$",
     error="may hold only letters, digits, spaces and - ' , @ . ? ! (Codat's rules, without &)",
 )
-SOURCE_TYPES = ("accounting", "banking", "commerce")
+# With a customerId the name is only displayed, so Codat's own pattern applies as it is.
+CODAT_COMPANY_NAME = validate.Regexp(
+    r"^[A-Za-z0-9\s\-',&@.?!]+$",
+    error="may hold only the letters A-Z and a-z, digits, spaces and - ' , & @ . ? ! "
+    "(Codat's rule for company names); put your own id for the customer in customerId",
+)
+MAX_CUSTOMER_ID = 200
+CUSTOMER_TAG = "customerId"
+#: Codat's `sourceType` values, lower-cased (the filter is case-insensitive).
+SOURCE_TYPES = tuple(SOURCE_TYPE_NAMES)
 
 
 def _max_entries(limit: int):
@@ -67,13 +87,29 @@ class PlatformPath(Schema):
 
 
 class CreateCompanyRequest(Schema):
-    name = fields.String(
-        required=True,
-        validate=[validate.Length(min=1, max=100), COMPANY_NAME],
+    """`customerId` or `name` (at least one)."""
+
+    BODY_REQUIRED = True  # an empty body is `missing_body`, though no one field is required
+
+    customerId = fields.String(
+        validate=validate.Length(min=1, max=MAX_CUSTOMER_ID),
         metadata={
-            "description": "Your own id for this customer (Codat's advice); the same name "
-            "again returns the same company",
-            "example": "customer-8812",
+            "description": "Your own id for this customer, any characters (up to "
+            f"{MAX_CUSTOMER_ID}): the same customerId again returns the same company. Stored "
+            "at Codat as the company tag `customerId`",
+            "example": "cust_123",
+        },
+    )
+    name = fields.String(
+        validate=validate.Length(min=1, max=100),
+        metadata={
+            "description": "With customerId: the company's display name in Codat (optional; "
+            "default: the customerId with the characters Codat refuses replaced by -). "
+            "Without: your own id for this customer, and the same name again returns the "
+            "same company. Codat's name rule: letters A-Z a-z, digits, spaces and "
+            "- ' , & @ . ? ! (without customerId: no &)",
+            "example": "Toft stores",
+            "pattern": r"^[A-Za-z0-9\s\-',&@.?!]+$",
         },
     )
     description = fields.String(
@@ -92,11 +128,39 @@ class CreateCompanyRequest(Schema):
         if value != value.strip():
             raise ValidationError("must not start or end with a space")
 
+    @validates("customerId")
+    def _printable(self, value: str, **_kwargs) -> None:
+        if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValidationError("must not be blank or hold control characters")
+
+    @validates_schema
+    def _name_or_customer(self, data, **_kwargs) -> None:
+        name, customer_id = data.get("name"), data.get("customerId")
+        if customer_id is None and name is None:
+            raise ValidationError("give customerId (your id for the customer) or name", "name")
+        if name is not None:
+            try:
+                (COMPANY_NAME if customer_id is None else CODAT_COMPANY_NAME)(name)
+            except ValidationError as exc:
+                raise ValidationError(exc.messages, "name") from exc
+        if customer_id is None:
+            return
+        tags = data.get("tags") or {}
+        if CUSTOMER_TAG in tags:
+            raise ValidationError("customerId is set from the customerId field", "tags")
+        if len(tags) > 9:
+            raise ValidationError("at most 9 entries with a customerId (Codat allows 10)", "tags")
+
 
 class IntegrationsQuery(Schema):
     sourceType = fields.String(
-        validate=validate.OneOf(SOURCE_TYPES),
-        metadata={"description": "Only platforms of this type"},
+        validate=validate.OneOf(
+            SOURCE_TYPES, error="must be one of Codat's source types: " + ", ".join(SOURCE_TYPES)
+        ),
+        metadata={
+            "description": "Only platforms of this type, any case: "
+            + ", ".join(SOURCE_TYPE_NAMES.values())
+        },
     )
     enabled = fields.Boolean(
         metadata={"description": "Only platforms enabled (true) or disabled (false) in Codat"}
@@ -317,7 +381,29 @@ class LiveConnection(Schema):
     )
     created = fields.String(allow_none=True)
     lastSync = fields.String(allow_none=True)
-    linkUrl = fields.String(allow_none=True)
+    linkUrl = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "Only while linkUrlState is usable (Link URLs work once, one day)"
+        },
+    )
+    linkUrlState = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["usable", "used", "expired", None],
+            "description": "For a PendingAuth connection: whether its Link URL can still be "
+            "used (used: the user came back from Link, or Codat reports a linking error; "
+            "expired: LINK_URL_LIFETIME_SECONDS after created); null otherwise",
+        },
+    )
+    linkUrlExpiresAt = fields.String(allow_none=True)
+    action = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "What to do when the Link URL is used or expired: create a new "
+            "connection for the platform (type, method, path, body, message)"
+        },
+    )
     dataConnectionErrors = fields.List(fields.Dict())
     tracked = fields.Dict(
         allow_none=True, metadata={"description": "What our state machine knows of it"}
@@ -344,6 +430,27 @@ class RefreshQueued(Schema):
     companyId = fields.String()
     status = fields.String(metadata={"example": "queued"})
     companyState = fields.String()
+
+
+class Erasure(Schema):
+    companyId = fields.String()
+    status = fields.String(metadata={"example": "erased"})
+    erasedAt = fields.String()
+    deletedAtCodat = fields.Boolean(
+        metadata={"description": "false: Codat had no such company any more"}
+    )
+    alreadyErased = fields.Boolean()
+    notified = fields.List(
+        fields.String(),
+        metadata={"description": "Notifications sent, e.g. company.revoked (companyDeleted)"},
+    )
+
+
+class ConnectionManagementToken(Schema):
+    companyId = fields.String()
+    accessToken = fields.String(
+        metadata={"description": "Codat's token for its connection management UI (a JWT)"}
+    )
 
 
 class StuckReport(Schema):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.commands.codat import codat
 from app.commands.companies import companies
 from app.commands.deliveries import deliveries
 from app.commands.jobs import jobs
@@ -18,3 +19,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(history)
     app.cli.add_command(funnel)
     app.cli.add_command(reconcile)
+    app.cli.add_command(codat)

@@ -1,8 +1,11 @@
-"""`flask --app app companies show|rebuild COMPANY_ID`.
+"""`flask --app app companies show|rebuild|erase COMPANY_ID`.
 
     companies show ID [--json]        state, connections, history, event log size
     companies rebuild ID [--write]    replay the event log through the state
                                       machine and report any difference
+    companies erase ID [--local-only] [--yes]
+                                      delete-company at Codat, then erase our data
+                                      (tombstone); exit 2 if Codat refused
 
 `rebuild` exits like `diff`: 0 when the replay gives the stored company, 1
 when it differs (each difference printed; with --write the replayed facts
@@ -22,6 +25,9 @@ from redis.exceptions import RedisError
 from app.api.companies import company_view
 from app.commands.groups import OpsGroup
 from codat_authflow.bootstrap import Services
+from codat_authflow.journey.codat import CodatError
+from codat_authflow.journey.erasure import erase_company
+from codat_authflow.journey.errors import JourneyError
 from codat_authflow.maintenance import RecordChanged, replay, write_rebuilt
 
 
@@ -140,3 +146,24 @@ def rebuild(company_id: str, write: bool, force: bool) -> None:
             raise Trouble(str(exc)) from exc
         click.echo(f"written: {company_id} is now {rebuilt.state.value} (no notification sent)")
     raise SystemExit(1)
+
+
+@companies.command("erase")
+@click.argument("company_id")
+@click.option("--local-only", is_flag=True, help="Do not call Codat (already deleted there).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(company_id: str, local_only: bool, yes: bool) -> None:
+    """Erase a company: delete-company at Codat, then our data (a tombstone stays).
+
+    The twin of DELETE /api/companies/<id>. Subscribers get company.revoked
+    (companyDeleted: true) first. Prints the erasure as JSON.
+    """
+    if not yes:
+        where = "here" if local_only else "at Codat and here"
+        click.confirm(f"Erase company {company_id} {where}? This cannot be undone", abort=True)
+    journey = current_app.extensions["journey"]
+    try:
+        erasure = erase_company(journey, company_id, ask_codat=not local_only)
+    except (CodatError, JourneyError) as exc:
+        raise Trouble(exc.message) from exc
+    click.echo(json.dumps(erasure.to_json()))

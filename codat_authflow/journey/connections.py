@@ -82,6 +82,67 @@ def link_expired(connection: dict[str, Any], now: float, lifetime: int) -> bool:
     )
 
 
+def link_url_state(
+    company_id: str,
+    connection: dict[str, Any],
+    outcome: dict[str, Any] | None,
+    now: float,
+    lifetime: int,
+) -> dict[str, Any]:
+    """Whether a connection's Link URL can still be handed to the user.
+
+    Codat's Link URLs carry a one-time password: a URL can be used once, and
+    expires one day after it was issued even if unused (Codat's *Build your
+    own auth flow*). So a `PendingAuth` connection's URL is
+
+    * `used` once the user came back from Link for it (our redirect page
+      recorded an outcome: cancelled, error, or a success Codat has not
+      confirmed yet) or Codat reports a linking error on it
+      (`dataConnectionErrors`);
+    * `expired` LINK_URL_LIFETIME_SECONDS after the connection's `created`;
+    * `usable` otherwise.
+
+    A used or expired URL is not handed out; the action is to create a new
+    connection for the same platform (POST .../connections), which gets a
+    fresh URL. Connections that are not `PendingAuth` have no Link URL to use
+    (`state` None)."""
+    if connection.get("status") != "PendingAuth":
+        return {"state": None, "expiresAt": None, "action": None}
+    created = _epoch(connection.get("created"))
+    expires_at = created + lifetime if created is not None else None
+    if outcome is not None or connection.get("dataConnectionErrors"):
+        state = "used"
+    elif expires_at is not None and now >= expires_at:
+        state = "expired"
+    else:
+        state = "usable"
+    action = None
+    if state != "usable":
+        platform_key = connection.get("integrationKey")
+        why = (
+            "was already used (Link URLs work once)"
+            if state == "used"
+            else "has expired (Link URLs last one day)"
+        )
+        action = {
+            "type": "create_connection",
+            "method": "POST",
+            "path": f"/api/companies/{company_id}/connections",
+            "body": {"platformKey": platform_key},
+            "message": f"this connection's Link URL {why}; create a new connection for "
+            f"{connection.get('platformName') or platform_key} and send the user its linkUrl",
+        }
+    return {
+        "state": state,
+        "expiresAt": _stamp(expires_at) if expires_at is not None else None,
+        "action": action,
+    }
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def linked_accounting(facts: CompanyFacts) -> list[ConnectionFacts]:
     """The company's linked accounting connections. Codat lets a company *link*
     one accounting platform (any number of banking or commerce ones); pending
@@ -169,6 +230,8 @@ def create_connection(
                 },
             )
 
+    # Never hand out an existing connection's URL (it may be used or expired):
+    # every call creates a fresh connection, hence a fresh Link URL.
     connection = codat.create_connection(company_id, platform_key)
     event = connection_observed(
         company_id,
@@ -234,8 +297,10 @@ def list_connections(journey: Journey, company_id: str) -> dict[str, Any]:
     )
     assert record is not None
     outcomes = link_outcomes(journey, company_id)
+    now, lifetime = journey.now(), journey.settings.link_url_lifetime_seconds
     listed = []
     for c in live:
+        link = link_url_state(company_id, c, outcomes.get(c["id"]), now, lifetime)
         listed.append(
             {
                 "connectionId": c["id"],
@@ -245,7 +310,10 @@ def list_connections(journey: Journey, company_id: str) -> dict[str, Any]:
                 "status": c.get("status"),
                 "created": c.get("created"),
                 "lastSync": c.get("lastSync"),
-                "linkUrl": c.get("linkUrl") if c.get("status") == "PendingAuth" else None,
+                "linkUrl": c.get("linkUrl") if link["state"] == "usable" else None,
+                "linkUrlState": link["state"],
+                "linkUrlExpiresAt": link["expiresAt"],
+                "action": link["action"],
                 "dataConnectionErrors": c.get("dataConnectionErrors") or [],
                 "tracked": _facts_view(record, c["id"]),
                 "lastLinkOutcome": outcomes.get(c["id"]),
@@ -265,6 +333,9 @@ def list_connections(journey: Journey, company_id: str) -> dict[str, Any]:
                 "created": known.created,
                 "lastSync": None,
                 "linkUrl": None,
+                "linkUrlState": None,
+                "linkUrlExpiresAt": None,
+                "action": None,
                 "dataConnectionErrors": [],
                 "tracked": _facts_view(record, known.id),
                 "lastLinkOutcome": outcomes.get(known.id),
@@ -322,6 +393,15 @@ def delete_connection(journey: Journey, company_id: str, connection_id: str) -> 
         "companyId": company_id,
         "companyState": record.state.value,
     }
+
+
+def connection_management_token(journey: Journey, company_id: str) -> dict[str, Any]:
+    """Codat's get-connection-management-access-token for the company's
+    connection manager (Codat's embeddable UI). Nothing is stored."""
+    codat = journey.require_codat("get-connection-management-access-token")
+    known_company(journey, company_id)
+    token = codat.get_connection_management_token(company_id)  # 404 at Codat: 404
+    return {"companyId": company_id, "accessToken": token.get("accessToken")}
 
 
 def refresh(journey: Journey, company_id: str) -> dict[str, Any]:

@@ -1,13 +1,24 @@
 """What the redirect after Codat's Link flow means.
 
 Codat sends the user's browser back to our redirect URL with reserved
-parameters (`statusCode`: 200/201 success, 403 user cancelled, 500 error, 501
-platform not supported; `errorMessage`, `statusText`, `companyId`,
-`connectionId`, `platform`, `sourceType`, ...). Anyone can type such a URL,
-so the query string is never taken as truth about a connection: it only
-names which connection to check with Codat (get-connection), and what the
-user is told is what Codat confirms. The reported status is kept, labelled as
-reported, next to what Codat confirmed.
+parameters (`statusCode`: 200 success, 201 success with no information about
+the connection, 403 user cancelled, 500 error, 501 platform not supported;
+`errorMessage`, `statusText`, `companyId`, `connectionId`, `platform`,
+`sourceType`, ...). Anyone can type such a URL, so the query string is never
+taken as truth about a connection: it only names which connection to check
+with Codat (get-connection), and what the user is told is what Codat
+confirms. The reported status is kept, labelled as reported, next to what
+Codat confirmed.
+
+A 201 names no connection (Codat's example: the user opened Link with a
+connection already established and left without doing anything), so there
+is nothing to check and nothing is recorded: the outcome is `completed`, a
+success, and the host application shows what it knows.
+
+Parameters that are neither Codat's reserved ones nor ours (the host's own,
+set on the Link URL with `linkParams` and named in the redirect URL
+configured in Codat's portal) are passed through, unread, to
+LINK_SUCCESS_URL / LINK_FAILURE_URL (`passthrough_params`).
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
 import structlog
 
-from codat_authflow.journey.codat import CodatError
+from codat_authflow.journey import rate_limit
+from codat_authflow.journey.codat import CodatError, CodatRateLimited
 from codat_authflow.journey.connections import check_connection
 from codat_authflow.journey.events import LINK_CALLBACK
 from codat_authflow.journey.service import Journey
@@ -38,7 +51,43 @@ COMPANY_CHECKS_PER_WINDOW = 5
 GLOBAL_CHECKS_PER_WINDOW = 60
 
 #: Outcomes that count as success (LINK_SUCCESS_URL); the rest go to LINK_FAILURE_URL.
-SUCCESS_OUTCOMES = frozenset({"connected", "pending"})
+SUCCESS_OUTCOMES = frozenset({"connected", "pending", "completed"})
+
+#: Codat's reserved redirect parameters (auth-flow/customize/set-up-redirects).
+CODAT_RESERVED_PARAMS = frozenset(
+    {
+        "statusCode", "errorMessage", "statusText", "companyId", "connectionId",
+        "integrationId", "sourceId", "platform", "platformName", "sourceType", "clientId",
+        "data.company.companyName",
+    }
+)  # fmt: skip
+#: The parameters we add to LINK_SUCCESS_URL / LINK_FAILURE_URL ourselves.
+OUR_PARAMS = frozenset({"outcome", "companyId", "connectionId"})
+#: Bounds on what is passed through (the URL stays well under browsers' limits).
+MAX_PASSTHROUGH_PARAMS = 20
+MAX_PASSTHROUGH_NAME = 64
+MAX_PASSTHROUGH_VALUE = 500
+
+
+def passthrough_params(args: Any, target_url: str = "") -> dict[str, str]:
+    """The query parameters to pass on to `target_url` (the success or
+    failure URL): every one that is not reserved (Codat's or ours) and that
+    the target does not already set (its own parameters win), first value of
+    each, within the bounds above (others are dropped). Never read for state."""
+    fixed = {unquote_plus(p.partition("=")[0]) for p in urlsplit(target_url).query.split("&")}
+    passed: dict[str, str] = {}
+    for name in args:
+        if name in CODAT_RESERVED_PARAMS or name in OUR_PARAMS or name in passed or name in fixed:
+            continue
+        value = args.get(name)
+        if not name or len(name) > MAX_PASSTHROUGH_NAME or not isinstance(value, str):
+            continue
+        if len(value) > MAX_PASSTHROUGH_VALUE:
+            continue
+        passed[name] = value
+        if len(passed) >= MAX_PASSTHROUGH_PARAMS:
+            break
+    return passed
 
 
 def reported_outcome(status_code: int | None) -> str:
@@ -80,6 +129,10 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
     are well-formed UUIDs when present)."""
     company_id, connection_id = params.get("companyId"), params.get("connectionId")
     reported = reported_outcome(params.get("statusCode"))
+    if params.get("statusCode") == 201 and not connection_id:
+        # Success, and Codat says nothing about a connection: nothing to check.
+        log.info("link_callback.outcome", company_id=company_id, outcome="completed")
+        return CallbackResult("completed", company_id, None)
     if not company_id or not connection_id:
         return CallbackResult("invalid", company_id, connection_id)
     record = journey.store.get(company_id)
@@ -96,6 +149,14 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
             verified = True
         except CodatError as exc:
             log.warning("link_callback.check_failed", company_id=company_id, error_code=exc.code)
+            if isinstance(exc, CodatRateLimited):  # reconciliation waits too
+                rate_limit.back_off(
+                    journey.redis,
+                    journey.keys,
+                    exc.retry_after_seconds,
+                    operation=exc.operation,
+                    now=journey.now(),
+                )
     known = record.facts.connection(connection_id)
     if verified and connection is None:
         return CallbackResult("invalid", company_id, connection_id, verified=True)

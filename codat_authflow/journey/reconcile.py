@@ -28,6 +28,11 @@ company's history):
 
 A company confirmed still in its state restarts its clock, so it is checked
 again one threshold later, not at every run.
+
+Codat's rate limit (`journey.rate_limit`): a run does nothing while
+reconciliation is paused (`client.rateLimit.reached` until its
+`expiryDate`, or a 429's `Retry-After`), and stops at the first 429, leaving
+that company and the rest of the batch due for the run after the pause.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from typing import Any
 
 import structlog
 
-from codat_authflow.journey.codat import CodatError, CodatNotFound
+from codat_authflow.journey import rate_limit
+from codat_authflow.journey.codat import CodatError, CodatNotFound, CodatRateLimited
 from codat_authflow.journey.connections import link_expired
 from codat_authflow.journey.events import (
     RECONCILIATION,
@@ -127,6 +133,16 @@ def reconcile_company(journey: Journey, company_id: str) -> ReconcileReport:
         return ReconcileReport(company_id, skipped="already being reconciled")
     try:
         report = _reconcile(journey, company_id)
+    except CodatRateLimited as exc:
+        record_reconciliation(journey.redis, journey.keys.prefix, "rate_limited")
+        rate_limit.back_off(
+            journey.redis,
+            journey.keys,
+            exc.retry_after_seconds,
+            operation=exc.operation,
+            now=journey.now(),
+        )
+        raise
     except CodatError:
         record_reconciliation(journey.redis, journey.keys.prefix, "failed")
         raise
@@ -278,11 +294,18 @@ def _log(report: ReconcileReport) -> None:
 
 def reconcile_due(journey: Journey) -> dict[str, Any]:
     """Reconcile the companies past their deadline, most overdue first per
-    state, within RECONCILE_BATCH_SIZE companies and RECONCILE_MAX_SECONDS."""
-    totals = {"checked": 0, "changed": 0, "stuck": 0, "failed": 0}
+    state, within RECONCILE_BATCH_SIZE companies and RECONCILE_MAX_SECONDS;
+    nothing while Codat's rate limit pauses reconciliation, and nothing more
+    after a 429."""
+    totals: dict[str, Any] = {"checked": 0, "changed": 0, "stuck": 0, "failed": 0}
     if journey.codat is None:
         log.info("reconcile.skipped", reason="CODAT_API_KEY is not set")
         return {**totals, "skipped": "CODAT_API_KEY is not set"}
+    pause = rate_limit.current_pause(journey.redis, journey.keys, journey.now())
+    if pause is not None:
+        log.info("reconcile.paused", **pause.to_json())
+        record_reconciliation(journey.redis, journey.keys.prefix, "paused")
+        return {**totals, "paused": pause.to_json()}
     settings = journey.settings
     budget_ends = time.monotonic() + settings.reconcile_max_seconds
     now = journey.now()
@@ -296,6 +319,15 @@ def reconcile_due(journey: Journey) -> dict[str, Any]:
                 return totals
             try:
                 report = reconcile_company(journey, company_id)
+            except CodatRateLimited as exc:
+                # Stop here: this company stays due, first in line after the pause.
+                log.warning(
+                    "reconcile.rate_limited",
+                    company_id=company_id,
+                    retry_after_seconds=exc.retry_after_seconds,
+                    **totals,
+                )
+                return {**totals, "rateLimited": {"retryAfterSeconds": exc.retry_after_seconds}}
             except CodatError as exc:
                 totals["failed"] += 1
                 # Back of the queue: tried again one threshold from now.

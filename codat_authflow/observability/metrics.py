@@ -171,6 +171,16 @@ UNKNOWN_VALUES = Counter(
     tuple((k,) for k in UNKNOWN_VALUE_KINDS),
 )
 
+CODAT_RATE_LIMIT_EVENTS = ("reached", "reset", "http_429")
+CODAT_RATE_LIMIT = Counter(
+    "authflow_codat_rate_limit",
+    "Codat's rate limit: client.rateLimit.reached and client.rateLimit.reset webhooks drained, "
+    "and 429 answers to our calls (http_429). Reconciliation pauses on reached (until its "
+    "expiryDate) and on a 429 (Retry-After), and resumes on reset.",
+    ("event",),
+    tuple((e,) for e in CODAT_RATE_LIMIT_EVENTS),
+)
+
 JOB_OUTCOMES = ("finished", "failed", "retried")
 JOBS = Counter(
     "authflow_rq_jobs",
@@ -199,6 +209,7 @@ COUNTERS: tuple[Counter, ...] = (
     RECONCILIATION_ACTIONS,
     JOBS,
     UNKNOWN_VALUES,
+    CODAT_RATE_LIMIT,
 )
 HISTOGRAMS: tuple[Histogram, ...] = (RECEIPT_TO_TRANSITION, RECEIPT_TO_COMMIT)
 

@@ -10,14 +10,18 @@ Companies (`storage.companies`, `company_updates`, `storage.reconciliation`,
   `{p}:company:{id}` (the document), `{p}:stats:states` (hash),
   `{p}:reconcile:{state}` (sorted set), `{p}:reconcile:lock:{id}` (string, TTL),
   `{p}:reconcile:stuck` (hash), `{p}:reconcile:refresh:{id}` (hash, TTL 7 d),
-  `{p}:funnel:first-seen` (sorted set).
+  `{p}:funnel:first-seen` (sorted set), `{p}:tombstones` (hash: erased company
+  id -> when, `journey.erasure`; events for them are acknowledged and dropped).
 The journey (`journey.link_callback`, `journey.companies`, `journey.integrations`):
   `{p}:link:outcomes:{id}` (hash, TTL 30 d, at most 50 fields),
   `{p}:link:checked:{connectionId}` (string, TTL 5 s),
   `{p}:link:checks:company:{id}:{window}` and `{p}:link:checks:all:{window}`
   (counters, TTL 2 windows), `{p}:ratelimit...` (flask-limiter's, TTL),
-  `{p}:companies:by-name:{name}` (string),
-  `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL).
+  `{p}:companies:by-name:{name}` and `{p}:companies:by-customer:{customerId}` (strings),
+  `{p}:companies:marker-of:{id}` (string: which of those points at the company),
+  `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL),
+  `{p}:codat:rate-limit` (hash, TTL 8 d: the pause of reconciliation while
+  Codat's rate limit is reached, `journey.rate_limit`).
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
   `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries`,
@@ -92,6 +96,10 @@ class Keys:
     def reconcile_stuck(self) -> str:
         return f"{self.prefix}:reconcile:stuck"
 
+    @property
+    def tombstones(self) -> str:
+        return f"{self.prefix}:tombstones"
+
     def refresh_tries(self, company_id: str) -> str:
         return f"{self.prefix}:reconcile:refresh:{company_id}"
 
@@ -121,11 +129,21 @@ class Keys:
     def company_by_name(self, name: str) -> str:
         return f"{self.prefix}:companies:by-name:{name}"
 
+    def company_by_customer(self, customer_id: str) -> str:
+        return f"{self.prefix}:companies:by-customer:{customer_id}"
+
+    def company_marker(self, company_id: str) -> str:
+        return f"{self.prefix}:companies:marker-of:{company_id}"
+
     def integration_cache(self, platform_key: str) -> str:
         return f"{self.prefix}:cache:integration:{platform_key}"
 
     def branding_cache(self, platform_key: str) -> str:
         return f"{self.prefix}:cache:branding:{platform_key}"
+
+    @property
+    def codat_rate_limit(self) -> str:
+        return f"{self.prefix}:codat:rate-limit"
 
     # -- subscriptions and deliveries ---------------------------------------------
 

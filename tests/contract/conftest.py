@@ -40,7 +40,8 @@ from tests.support.processes import REPO_ROOT, Process, ProcessError, free_port,
 SPEC = REPO_ROOT / "tests" / "data" / "Codat-Platform.json"
 PRISM_BIN = REPO_ROOT / "tools" / "prism" / "node_modules" / ".bin" / "prism"
 PRISM_READY_TIMEOUT = 60.0
-TEST_CODAT_KEY = "dGVzdC1jb2RhdC1hcGkta2V5"  # base64("test-codat-api-key")
+TEST_CODAT_KEY = "test-codat-api-key"  # as Codat's portal shows a raw key
+TEST_CODAT_AUTH = "Basic dGVzdC1jb2RhdC1hcGkta2V5"  # what Codat must receive for it
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

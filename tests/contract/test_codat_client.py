@@ -18,13 +18,15 @@ from codat_authflow.journey.codat import (
     CodatClient,
     CodatInvalidResponse,
     CodatNotFound,
+    CodatPlanLimit,
+    CodatRateLimited,
     CodatRejected,
     CodatTimeout,
     CodatUnreachable,
     build_http_client,
     integrations_query,
 )
-from tests.contract.conftest import TEST_CODAT_KEY
+from tests.contract.conftest import TEST_CODAT_AUTH, TEST_CODAT_KEY
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.contract
@@ -48,18 +50,18 @@ def test_requests_carry_basic_auth_and_no_sdk_retries(client, codat_mock):
         client.list_connections(COMPANY)
     assert failure.value.codat_status == 503
     assert len(codat_mock.calls) == 1, "the SDK must not retry on its own"
-    assert codat_mock.calls[0].headers["authorization"] == f"Basic {TEST_CODAT_KEY}"
-    assert base64.b64decode(TEST_CODAT_KEY) == b"test-codat-api-key"
+    assert codat_mock.calls[0].headers["authorization"] == TEST_CODAT_AUTH
+    assert "Basic " + base64.b64encode(TEST_CODAT_KEY.encode()).decode() == TEST_CODAT_AUTH
 
 
-def test_a_key_given_with_its_basic_prefix_is_not_doubled(codat_mock):
+def test_the_portals_ready_made_header_is_sent_as_it_is(codat_mock):
     codat = CodatClient(
-        api_key=f"Basic {TEST_CODAT_KEY}",
+        api_key=TEST_CODAT_AUTH,
         base_url=codat_mock.url + "/",
         http_client=codat_mock.http_client(),
     )
     codat.get_branding("gbol")
-    assert codat_mock.calls[0].headers["authorization"] == f"Basic {TEST_CODAT_KEY}"
+    assert codat_mock.calls[0].headers["authorization"] == TEST_CODAT_AUTH
 
 
 def test_create_company_sends_name_description_and_tags(client, codat_mock):
@@ -82,6 +84,14 @@ def test_find_companies_queries_by_name_and_keeps_exact_matches(client, codat_mo
     call = codat_mock.calls[0]
     assert call.path == "/companies"
     assert "query=name%3DMy%20Test%20Company" in call.query
+
+
+def test_find_companies_filters_on_the_tag_and_keeps_exact_matches(client, codat_mock):
+    assert client.find_companies_tagged("customerId", "b64.Y3VzdF8xMjMvzrE") == []
+    (call,) = codat_mock.calls
+    assert call.path == "/companies"
+    assert "tags=customerId%3Db64.Y3VzdF8xMjMvzrE" in call.query
+    assert "query=" not in call.query
 
 
 def test_list_integrations_sends_the_query_encoded_as_codat_expects(client, codat_mock):
@@ -146,10 +156,10 @@ def test_data_operations(client, codat_mock):
     ("code", "expected", "our_status"),
     [
         (401, CodatRejected, 502),
-        (402, CodatRejected, 502),
+        (402, CodatPlanLimit, 402),
         (403, CodatRejected, 502),
         (404, CodatNotFound, 404),
-        (429, CodatRejected, 502),
+        (429, CodatRateLimited, 503),
         (500, CodatRejected, 502),
         (503, CodatRejected, 502),
     ],

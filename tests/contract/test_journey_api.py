@@ -87,6 +87,73 @@ def test_a_company_codat_already_has_under_that_name_is_adopted(client, codat_mo
     assert codat_mock.calls_to("POST", "/companies") == []
 
 
+def test_a_customer_id_twice_is_one_codat_company(client, codat_mock, journey_app):
+    customer = "cust_123/\u03b1"
+    first = client.post("/api/companies", json={"customerId": customer}, headers=AUTH)
+    assert first.status_code == 201, first.json
+    (lookup,) = codat_mock.calls_to("GET", "/companies")
+    assert "tags=customerId%3Db64.Y3VzdF8xMjMvzrE" in lookup.query
+    (created,) = codat_mock.calls_to("POST", "/companies")
+    assert created.json() == {"name": "cust-123--", "tags": {"customerId": "b64.Y3VzdF8xMjMvzrE"}}
+    again = client.post(
+        "/api/companies", json={"customerId": customer, "name": "Toft & sons"}, headers=AUTH
+    )
+    assert again.status_code == 200
+    assert again.json["companyId"] == first.json["companyId"] == PRISM_COMPANY
+    assert len(codat_mock.calls) == 2, "the second call is answered from our marker"
+
+
+def test_a_customer_id_with_a_display_name_and_tags(client, codat_mock):
+    body = {"customerId": "cust_9", "name": "Toft & sons", "description": "d", "tags": {"r": "uk"}}
+    assert client.post("/api/companies", json=body, headers=AUTH).status_code == 201
+    (created,) = codat_mock.calls_to("POST", "/companies")
+    assert created.json() == {
+        "name": "Toft & sons",
+        "description": "d",
+        "tags": {"r": "uk", "customerId": "cust_9"},
+    }
+
+
+def test_erasing_a_company_deletes_it_at_codat_then_here(client, codat_mock, journey_app):
+    create_company(client)
+    response = client.delete(f"/api/companies/{PRISM_COMPANY}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["deletedAtCodat"] is True
+    (call,) = codat_mock.calls_to("DELETE", f"/companies/{PRISM_COMPANY}")
+    assert call.status == 204
+    assert client.get(f"/api/companies/{PRISM_COMPANY}", headers=AUTH).status_code == 404
+    assert journey_of(journey_app).redis.hexists("authflow:tombstones", PRISM_COMPANY)
+
+
+def test_erasure_stops_when_codat_fails(client, codat_mock, journey_app):
+    create_company(client)
+    codat_mock.prefer[r"DELETE /companies/.*"] = "code=500"
+    response = client.delete(f"/api/companies/{PRISM_COMPANY}", headers=AUTH)
+    assert response.status_code == 502
+    assert journey_of(journey_app).store.get(PRISM_COMPANY) is not None
+
+
+def test_the_connection_management_token_is_codats(client, codat_mock):
+    create_company(client)
+    response = client.get(
+        f"/api/companies/{PRISM_COMPANY}/connection-management-token", headers=AUTH
+    )
+    assert response.status_code == 200, response.json
+    assert response.json["companyId"] == PRISM_COMPANY
+    assert response.json["accessToken"].startswith("eyJ")
+    assert response.headers["Cache-Control"] == "no-store"
+    (call,) = codat_mock.calls_to("GET", f"/companies/{PRISM_COMPANY}/connectionManagement/.*")
+    assert call.path.endswith("/connectionManagement/accessToken")
+
+
+def test_the_connection_management_token_of_an_unknown_company_is_404(client, codat_mock):
+    response = client.get(
+        "/api/companies/5b7e4b4e-6c55-4c37-9a48-8c4d7b2e1f00/connection-management-token",
+        headers=AUTH,
+    )
+    assert response.status_code == 404 and codat_mock.calls == []
+
+
 def test_concurrent_creations_with_one_name_make_one_codat_company(journey_app, codat_mock):
     results = []
 
@@ -113,6 +180,33 @@ def test_a_codat_failure_creates_nothing_and_a_retry_works(client, codat_mock, j
     assert journey_of(journey_app).store.get(PRISM_COMPANY) is None
     del codat_mock.prefer[r"POST /companies"]
     assert create_company(client).status_code == 201
+
+
+def test_codats_rate_limit_is_503_with_retry_after_and_pauses_reconciliation(
+    client, codat_mock, journey_app
+):
+    from codat_authflow.journey.rate_limit import current_pause
+
+    codat_mock.prefer[r"GET /companies"] = "code=429"
+    response = create_company(client)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"  # Prism's 429 has no Retry-After
+    assert response.json["error"]["code"] == "codat_rate_limited"
+    assert response.json["error"]["details"]["codatStatus"] == 429
+    assert len(codat_mock.calls) == 1
+    journey = journey_of(journey_app)
+    assert current_pause(journey.redis, journey.keys).reason == "retry_after"
+    assert journey.store.get(PRISM_COMPANY) is None
+
+
+def test_a_codat_plan_limit_is_402_with_codats_message(client, codat_mock):
+    codat_mock.prefer[r"POST /companies"] = "code=402"
+    response = create_company(client)
+    assert response.status_code == 402
+    error = response.json["error"]
+    assert error["code"] == "codat_plan_limit"
+    assert "50-company limit" in error["message"]
+    assert "50-company limit" in error["details"]["codatMessage"]
 
 
 def test_a_codat_timeout_is_504_and_a_retry_creates_once(journey_app, codat_mock, redis):
@@ -167,6 +261,27 @@ def test_integrations_are_listed_with_codats_query(client, codat_mock):
         assert (
             integration["brandingUrl"] == f"/api/integrations/{integration['platformKey']}/branding"
         )
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("accounting", "Accounting"),
+        ("Banking", "Banking"),
+        ("bankfeed", "BankFeed"),
+        ("BankFeed", "BankFeed"),
+        ("commerce", "Commerce"),
+        ("expense", "Expense"),
+        ("other", "Other"),
+        ("unknown", "Unknown"),
+    ],
+)
+def test_every_codat_source_type_can_be_filtered(client, codat_mock, given, sent):
+    codat_mock.prefer[r"GET /integrations"] = "dynamic=true"
+    response = client.get(f"/api/integrations?sourceType={given}", headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["query"] == f"sourceType={sent}"
+    assert f"query=sourceType%3D{sent}" in codat_mock.calls[0].query
 
 
 def test_codats_invalid_integration_example_is_a_clear_502(client):

@@ -143,3 +143,111 @@ def test_configured_urls_must_be_absolute():
 
     with pytest.raises(ConfigError, match="LINK_SUCCESS_URL"):
         Settings.from_env(journey_env("http://127.0.0.1:9", LINK_SUCCESS_URL="/relative"))
+
+
+# -- 201 and the host's own parameters ------------------------------------------------
+
+
+def redirecting(app, codat_mock):
+    use_http_client(
+        app,
+        codat_mock.http_client(),
+        link_success_url="https://host.example/done?step=3",
+        link_failure_url="https://host.example/failed",
+    )
+    return app.test_client()
+
+
+def query_of(response) -> dict[str, list[str]]:
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return parse_qs(urlsplit(response.headers["Location"]).query, keep_blank_values=True)
+
+
+@pytest.mark.parametrize("query", [{"companyId": COMPANY}, {}])
+def test_201_is_a_success_page_with_nothing_checked_or_recorded(app, codat_mock, query):
+    client = app.test_client()
+    response = client.get("/link/callback", query_string={"statusCode": "201", **query})
+    assert response.status_code == 200
+    assert "You are all set" in response.get_data(as_text=True)
+    assert codat_mock.calls == [], "no connection named: nothing to check"
+    assert state(client) == "linking"
+    listed = client.get(f"/api/companies/{COMPANY}/connections", headers=AUTH).json
+    assert all(c["lastLinkOutcome"] is None for c in listed["connections"])
+
+
+def test_201_redirects_to_the_success_url(app, codat_mock):
+    client = redirecting(app, codat_mock)
+    response = client.get(
+        "/link/callback",
+        query_string={"statusCode": "201", "companyId": COMPANY, "connectionId": ""},
+    )
+    assert query_of(response) == {
+        "step": ["3"],
+        "outcome": ["completed"],
+        "companyId": [COMPANY],
+    }
+    assert urlsplit(response.headers["Location"]).path == "/done"
+
+
+def test_a_201_naming_a_connection_is_checked_like_a_200(app, codat_mock):
+    client = app.test_client()
+    response = callback(client, statusCode="201")
+    assert "Your Basiq account is connected" in response.get_data(as_text=True)
+    assert len(codat_mock.calls) == 1 and state(client) == "linked"
+
+
+def test_the_hosts_own_parameters_are_passed_through(app, codat_mock):
+    client = redirecting(app, codat_mock)
+    success = callback(
+        client,
+        statusCode="200",
+        journey="onboarding/\u00e9t\u00e9",
+        customerRef="cust_123",
+        empty="",
+        platform="gbol",  # Codat's reserved parameters are not passed on
+        sourceType="Accounting",
+        outcome="connected-by-me",  # nor ours
+        step="99",  # the configured URL's own parameters win
+    )
+    assert query_of(success) == {
+        "step": ["3"],
+        "journey": ["onboarding/\u00e9t\u00e9"],
+        "customerRef": ["cust_123"],
+        "empty": [""],
+        "outcome": ["connected"],
+        "companyId": [COMPANY],
+        "connectionId": [CONNECTION],
+    }
+    failure = client.get(
+        "/link/callback",
+        query_string={"statusCode": "403", "journey": "onboarding", "errorMessage": "x"},
+    )
+    assert query_of(failure) == {"journey": ["onboarding"], "outcome": ["invalid"]}
+    assert urlsplit(failure.headers["Location"]).path == "/failed"
+
+
+def test_passed_through_parameters_change_no_state(app, codat_mock):
+    codat_mock.prefer[r"GET /companies/.*/connections/.*"] = "code=500"
+    client = redirecting(app, codat_mock)
+    response = callback(client, statusCode="200", status="Linked", state="ready")
+    assert query_of(response)["outcome"] == ["pending"]
+    assert state(client) == "linking"
+
+
+def test_passthrough_is_bounded():
+    from codat_authflow.journey.link_callback import passthrough_params
+
+    many = {f"p{i}": "v" for i in range(50)}
+    assert len(passthrough_params(many)) == 20
+    assert passthrough_params({"x" * 65: "v", "long": "v" * 501, "ok": "v"}) == {"ok": "v"}
+
+
+def test_a_429_while_checking_still_answers_the_user_and_pauses_reconciliation(app, codat_mock):
+    from codat_authflow.journey.rate_limit import current_pause
+
+    codat_mock.prefer[r"GET /companies/.*/connections/.*"] = "code=429"
+    response = callback(app.test_client(), statusCode="200")
+    assert response.status_code == 200
+    assert "We are finishing your connection" in response.get_data(as_text=True)
+    journey = app.extensions["journey"]
+    assert current_pause(journey.redis, journey.keys).reason == "retry_after"

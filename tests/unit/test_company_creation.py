@@ -46,8 +46,13 @@ class StubCodat:
     def find_companies_named(self, name):
         return [copy.deepcopy(c) for c in self.created if c["name"] == name]
 
+    def find_companies_tagged(self, tag, value):
+        return [copy.deepcopy(c) for c in self.created if (c.get("tags") or {}).get(tag) == value]
+
     def create_company(self, name, description=None, tags=None):
         company = {**copy.deepcopy(_company_example()), "id": str(uuid.uuid4()), "name": name}
+        if tags:
+            company["tags"] = dict(tags)
         self.created.append(company)
         return company
 
@@ -102,3 +107,79 @@ def test_a_name_whose_company_was_deleted_gets_a_new_company(journey):
     assert journey.redis.get(journey.keys.company_by_name("customer-1")).decode() == (
         second.record.facts.company_id
     )
+
+
+# -- by customer id (the company tag `customerId`) -------------------------------------
+
+
+CUSTOMER = "cust_123/\u03b1"  # `_`, `/` and a Greek alpha: none allowed in a company name
+
+
+def test_one_customer_id_one_company_whatever_its_characters(journey):
+    first = companies.create_customer_company(journey, CUSTOMER, None, None, {"region": "uk"})
+    again = companies.create_customer_company(journey, CUSTOMER, "Toft & sons", None, None)
+    other = companies.create_customer_company(journey, "cust_124", None, None, None)
+    assert (first.created, again.created, other.created) == (True, False, True)
+    assert first.record.facts.company_id == again.record.facts.company_id
+    assert other.record.facts.company_id != first.record.facts.company_id
+    created = journey.codat.created
+    assert len(created) == 2
+    assert created[0]["tags"] == {"region": "uk", "customerId": "b64.Y3VzdF8xMjMvzrE"}
+    assert created[0]["name"] == "cust-123--"  # display name Codat accepts
+    assert created[1]["tags"] == {"customerId": "cust_124"}  # readable when it can be
+
+
+def test_losing_our_marker_adopts_the_company_tagged_at_codat(journey):
+    first = companies.create_customer_company(journey, CUSTOMER, "Toft", None, None)
+    journey.redis.delete(journey.keys.company_by_customer(CUSTOMER))
+    again = companies.create_customer_company(journey, CUSTOMER, "Toft", None, None)
+    assert not again.created
+    assert again.record.facts.company_id == first.record.facts.company_id
+    assert len(journey.codat.created) == 1
+
+
+def test_a_customer_id_and_a_name_do_not_share_markers(journey):
+    by_name = companies.create_company(journey, "cust-1", None, None)
+    by_customer = companies.create_customer_company(journey, "cust-1", None, None, None)
+    assert by_customer.created
+    assert by_customer.record.facts.company_id != by_name.record.facts.company_id
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "value"),
+    [
+        ("cust_123", "cust_123"),
+        ("acme:42/eu#7", "acme:42/eu#7"),
+        ("user@example.com", "user@example.com"),
+        ("cust_123/\u03b1", "b64.Y3VzdF8xMjMvzrE"),
+        ("a&&b", "b64.YSYmYg"),
+        ("a=b", "b64.YT1i"),
+        ("two words", "b64.dHdvIHdvcmRz"),
+        ("b64.Y3VzdA", "b64.YjY0LlkzVnpkQQ"),  # never mistaken for an encoded one
+        ("x" * 100, "x" * 100),
+    ],
+)
+def test_customer_tag_values_are_safe_in_codats_query_language(customer_id, value):
+    assert companies.customer_tag_value(customer_id) == value
+    assert len(value) <= 100
+
+
+def test_long_customer_ids_are_hashed_within_codats_100_characters():
+    long_id = "\u03b1" * 200
+    value = companies.customer_tag_value(long_id)
+    assert value.startswith("sha256.") and len(value) == 71
+    assert value != companies.customer_tag_value(long_id + "x")
+    assert len(companies.customer_tag_value("\u03b1" * 36)) == 100  # 72 bytes: still Base64
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "name"),
+    [
+        ("cust_123", "cust-123"),
+        ("Toft & sons", "Toft & sons"),
+        ("___", "Customer"),
+        ("\u03b1", "Customer"),
+    ],
+)
+def test_display_names_keep_to_codats_pattern(customer_id, name):
+    assert companies.display_name(customer_id) == name

@@ -73,6 +73,16 @@ def error_of(response, status):
         ({"name": "ok", "tags": {"k" * 28: "v"}}, "tags"),
         ({"name": "ok", "tags": {"k": 1}}, "tags"),
         ({"name": "ok", "colour": "blue"}, "colour"),
+        ({"description": "no id"}, "name"),
+        ({"customerId": ""}, "customerId"),
+        ({"customerId": "   "}, "customerId"),
+        ({"customerId": "x" * 201}, "customerId"),
+        ({"customerId": "a\nb"}, "customerId"),
+        ({"customerId": 7}, "customerId"),
+        ({"customerId": "c", "name": "cust_1"}, "name"),
+        ({"customerId": "c", "name": "a/b"}, "name"),
+        ({"customerId": "c", "tags": {"customerId": "other"}}, "tags"),
+        ({"customerId": "c", "tags": {f"k{i}": "v" for i in range(10)}}, "tags"),
     ],
 )
 def test_create_company_names_the_bad_field(client, body, field):
@@ -117,6 +127,23 @@ def test_list_integrations_names_the_bad_parameter(client, query, field):
     assert field in error["details"]
 
 
+def test_a_bad_source_type_names_codats_seven():
+    app = create_app(ENV, redis=fakeredis.FakeRedis())
+    error = error_of(
+        app.test_client().get("/api/integrations?sourceType=payroll", headers=AUTH), 400
+    )
+    message = error["details"]["sourceType"][0]
+    for name in ("accounting", "banking", "bankfeed", "commerce", "expense", "other", "unknown"):
+        assert name in message
+
+
+def test_a_display_name_codat_refuses_names_the_allowed_characters(client):
+    body = {"customerId": "cust_123", "name": "Toft #1"}
+    error = error_of(client.post("/api/companies", json=body, headers=AUTH), 400)
+    message = error["details"]["name"][0]
+    assert "A-Z" in message and "- ' , & @ . ? !" in message and "customerId" in message
+
+
 @pytest.mark.parametrize("key", ["GBOL", "gbo", "gbol1", "gb-l"])
 def test_branding_needs_a_platform_key(client, key):
     error = error_of(client.get(f"/api/integrations/{key}/branding", headers=AUTH), 400)
@@ -132,6 +159,8 @@ def test_branding_needs_a_platform_key(client, key):
         ("delete", f"/api/companies/{COMPANY}/connections/nope", "invalid_connection_id"),
         ("delete", f"/api/companies/nope/connections/{CONNECTION}", "invalid_company_id"),
         ("post", "/api/companies/nope/refresh", "invalid_company_id"),
+        ("delete", "/api/companies/not-a-uuid", "invalid_company_id"),
+        ("get", "/api/companies/nope/connection-management-token", "invalid_company_id"),
     ],
 )
 def test_malformed_ids_are_400(client, method, path, code):
@@ -202,11 +231,15 @@ def test_the_openapi_document_describes_the_journey(client):
         ("/companies/{companyId}/connections/{connectionId}", "delete"),
         ("/companies/{companyId}/refresh", "post"),
         ("/reconciliation/stuck", "get"),
+        ("/companies/{companyId}", "delete"),
+        ("/companies/{companyId}/connection-management-token", "get"),
     } <= operations
     create = doc["components"]["schemas"]["CreateCompanyRequest"]
-    assert create["required"] == ["name"] and "pattern" in create["properties"]["name"]
+    assert {"customerId", "name", "description", "tags"} == set(create["properties"])
+    assert "pattern" in create["properties"]["name"]
+    assert create["properties"]["customerId"]["maxLength"] == 200
     post = doc["paths"]["/companies"]["post"]
-    assert {"200", "201", "400", "409", "413", "502", "503", "504"} <= set(post["responses"])
+    assert {"200", "201", "400", "402", "409", "413", "502", "503", "504"} <= set(post["responses"])
     query = doc["paths"]["/integrations"]["get"]["parameters"]
     assert {p["name"] for p in query} == {"sourceType", "enabled"}
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"

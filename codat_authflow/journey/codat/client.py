@@ -14,8 +14,11 @@ Construction choices, each deliberate:
   request (and a gunicorn worker) hostage. A failed call surfaces at once as a
   `CodatError` (502/504 to our caller, who may retry); reconciliation retries
   on its own schedule.
-* **Basic auth** exactly as Codat documents: `Authorization: Basic <key>`,
-  with the key as Codat's portal shows it (already Base64-encoded).
+* **Basic auth** exactly as Codat documents (`using-the-api/authentication`):
+  `Authorization: Basic <Base64 of the API key>`. `CODAT_API_KEY` takes
+  either of the two values Codat's portal shows (Developers > API keys): the
+  raw API key, which we Base64-encode, or the ready-made authorization header
+  (`Basic …`), used as it is (see `auth_header`).
 * Results come back as plain dicts with **Codat's field names** (the spec's
   `integrationKey`, `sourceType`, ...), so nothing past this module depends on
   SDK model classes.
@@ -23,7 +26,9 @@ Construction choices, each deliberate:
 
 from __future__ import annotations
 
+import base64
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -43,6 +48,19 @@ PAGE_SIZE = 200
 MAX_PAGES = 10  # 2 000 results: far more than a company's connections or early pulls
 
 T = TypeVar("T")
+
+
+def auth_header(api_key: str) -> str:
+    """The `Authorization` value for `CODAT_API_KEY`.
+
+    A value starting with `Basic ` is the portal's ready-made authorization
+    header and is sent as it is; anything else is the raw API key, sent
+    Base64-encoded after `Basic `, as Codat asks.
+    """
+    key = api_key.strip()
+    if key[:6].lower() == "basic ":
+        return "Basic " + key[6:].strip()
+    return "Basic " + base64.b64encode(key.encode()).decode("ascii")
 
 
 class CodatHttpClient(httpx.Client):
@@ -98,13 +116,10 @@ class CodatClient:
     """
 
     def __init__(self, *, api_key: str, base_url: str, http_client: httpx.Client):
-        key = api_key.strip()
-        if key.lower().startswith("basic "):
-            key = key[6:].strip()
         self.base_url = base_url.rstrip("/")
         self.http_client = http_client
         self._sdk = CodatPlatform(
-            security=Security(auth_header=f"Basic {key}"),
+            security=Security(auth_header=auth_header(api_key)),
             server_url=self.base_url,
             client=http_client,
             retry_config=RetryConfig("none"),
@@ -166,6 +181,59 @@ class CodatClient:
             ),
         )
         return [company for company in found if company.get("name") == name]
+
+    def find_companies_tagged(self, tag: str, value: str) -> list[dict[str, Any]]:
+        """Companies whose tag `tag` is exactly `value` (list-companies with
+        Codat's `tags` filter, `tags=<tag>=<value>`; the results are checked
+        here too, so a filter Codat ignored or matched loosely adopts nothing
+        wrong)."""
+        found = self._pages(
+            "list-companies",
+            lambda page: self._sdk.companies.list(
+                request={"page": page, "page_size": PAGE_SIZE, "tags": f"{tag}={value}"}
+            ),
+        )
+        return [c for c in found if (c.get("tags") or {}).get(tag) == value]
+
+    def delete_company(self, company_id: str) -> None:
+        """delete-company: the company, its connections and its cached data, for good."""
+        self._call(
+            "delete-company",
+            lambda: self._sdk.companies.delete(request={"company_id": company_id}),
+        )
+
+    def get_connection_management_token(self, company_id: str) -> dict[str, Any]:
+        """get-connection-management-access-token (`accessToken`). Codat marks it
+        deprecated in favour of get-company-access-token; its answer is unchanged."""
+
+        def fetch():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self._sdk.connection_management.get(request={"company_id": company_id})
+
+        return _dump(self._call("get-connection-management-access-token", fetch))
+
+    # -- webhook consumers ------------------------------------------------------
+
+    def list_webhook_consumers(self) -> list[dict[str, Any]]:
+        body = _dump(self._call("list-webhook-consumers", self._sdk.webhooks.list_consumers))
+        return list(body.get("results") or [])
+
+    def create_webhook_consumer(self, url: str, event_types: list[str]) -> dict[str, Any]:
+        return _dump(
+            self._call(
+                "create-webhook-consumer",
+                lambda: self._sdk.webhooks.create_consumer(
+                    request={"url": url, "eventTypes": event_types, "disabled": False}
+                ),
+            )
+        )
+
+    def delete_webhook_consumer(self, webhook_id: str) -> None:
+        self._call(
+            "delete-webhook-consumer",
+            lambda: self._sdk.webhooks.delete_consumer(request={"webhook_id": webhook_id}),
+        )
 
     # -- integrations -----------------------------------------------------------
 

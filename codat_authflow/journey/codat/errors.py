@@ -8,6 +8,8 @@ API answers with and a stable `code`, so `app/api` only has to format them:
 | --- | --- | --- |
 | no `CODAT_API_KEY` configured | `CodatNotConfigured` | 503 |
 | Codat answered 404 for an id the caller named | `CodatNotFound` | 404 |
+| Codat answered 429 (rate limit) | `CodatRateLimited` | 503, `Retry-After` (else 60 s) |
+| Codat answered 402 (a plan limit, e.g. companies) | `CodatPlanLimit` | 402, with Codat's message |
 | Codat answered any other 4xx or 5xx | `CodatRejected` | 502, with Codat's status and message |
 | Codat answered 2xx with a body that breaks its own schema | `CodatInvalidResponse` | 502 |
 | connect or read timeout | `CodatTimeout` | 504 |
@@ -17,6 +19,8 @@ API answers with and a stable `code`, so `app/api` only has to format them:
 from __future__ import annotations
 
 import json
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -28,6 +32,10 @@ from codat_platform.models.errors import (
 )
 
 MAX_MESSAGE_CHARS = 300
+#: When Codat answers 429 without a usable `Retry-After`, wait this long.
+DEFAULT_RETRY_AFTER_SECONDS = 60
+#: A `Retry-After` further away than this is taken as this (Codat's quota is daily).
+MAX_RETRY_AFTER_SECONDS = 24 * 3600
 
 
 class CodatError(Exception):
@@ -80,6 +88,26 @@ class CodatNotFound(CodatRejected):
     code = "not_found_at_codat"
 
 
+class CodatRateLimited(CodatRejected):
+    """Codat answered 429: our client's rate limit is reached. Our caller gets
+    503 with `Retry-After` (in seconds, always set); reconciliation pauses."""
+
+    status = 503
+    code = "codat_rate_limited"
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return int(self.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
+
+
+class CodatPlanLimit(CodatRejected):
+    """Codat answered 402: a limit of the Codat plan is reached (e.g. the
+    Free plan's 50 companies). Codat's message says which; retrying will not help."""
+
+    status = 402
+    code = "codat_plan_limit"
+
+
 class CodatInvalidResponse(CodatError):
     status = 502
     code = "codat_invalid_response"
@@ -124,6 +152,43 @@ def _codat_message(exc: CodatPlatformError) -> tuple[str | None, str | None]:
     return _short(exc.body), None
 
 
+def retry_after_seconds(value: str | None, now: float | None = None) -> int:
+    """Seconds to wait for an HTTP `Retry-After` (delta-seconds or an HTTP
+    date), between 1 and MAX_RETRY_AFTER_SECONDS; the default when absent or
+    unreadable."""
+    text = (value or "").strip()
+    if not text:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(text).timestamp() - (now or time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return DEFAULT_RETRY_AFTER_SECONDS
+    if seconds != seconds:  # NaN
+        return DEFAULT_RETRY_AFTER_SECONDS
+    return int(min(max(seconds, 1), MAX_RETRY_AFTER_SECONDS) + 0.999)
+
+
+def _rejected(status: int | None, operation: str) -> tuple[type, str]:
+    """The class and the text of our error for Codat's HTTP `status`."""
+    if status == 404:
+        return CodatNotFound, f"Codat has no such resource ({operation} answered 404)"
+    if status == 429:
+        return (
+            CodatRateLimited,
+            f"Codat's rate limit is reached ({operation} answered 429); retry after "
+            "the number of seconds in Retry-After",
+        )
+    if status == 402:
+        return (
+            CodatPlanLimit,
+            f"a limit of the Codat plan is reached ({operation} answered 402)",
+        )
+    return CodatRejected, f"Codat answered {operation} with HTTP {status}"
+
+
 def translate(exc: BaseException, operation: str) -> CodatError:
     """The `CodatError` for an exception raised by an SDK call."""
     if isinstance(exc, CodatError):
@@ -148,18 +213,18 @@ def translate(exc: BaseException, operation: str) -> CodatError:
     if isinstance(exc, ErrorMessage | CodatPlatformError):
         status = exc.status_code or None
         message, correlation_id = _codat_message(exc)
-        cls = CodatNotFound if status == 404 else CodatRejected
-        text = (
-            f"Codat has no such resource ({operation} answered 404)"
-            if status == 404
-            else f"Codat answered {operation} with HTTP {status}"
-        )
+        cls, text = _rejected(status, operation)
+        retry_after = exc.headers.get("retry-after") if exc.headers else None
+        if cls is CodatRateLimited:
+            retry_after = str(retry_after_seconds(retry_after))
+        elif cls is CodatPlanLimit:
+            retry_after = None  # retrying will not lift a plan limit
         return cls(
             text + (f": {message}" if message else ""),
             operation=operation,
             codat_status=status,
             codat_message=message,
             correlation_id=correlation_id,
-            retry_after=exc.headers.get("retry-after") if exc.headers else None,
+            retry_after=retry_after,
         )
     raise exc

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit, urlunsplit
 
-#: Our lower-case filter values -> Codat's `sourceType` enum (Integration.sourceType).
-SOURCE_TYPES = {"accounting": "Accounting", "banking": "Banking", "commerce": "Commerce"}
+from state_machine.events import SOURCE_TYPES as CODAT_SOURCE_TYPES
+
+#: Our lower-case filter values -> Codat's `sourceType` enum, all seven of them
+#: (`Accounting`, `Banking`, `BankFeed`, `Commerce`, `Expense`, `Other`, `Unknown`).
+SOURCE_TYPES = {source_type.lower(): source_type for source_type in CODAT_SOURCE_TYPES}
 
 
 def integrations_query(source_type: str | None = None, enabled: bool | None = None) -> str | None:
