@@ -6,6 +6,7 @@ changes (token, then CSRF, then the connection's owner, then Codat)."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +22,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_babel import get_locale
+from flask_babel import format_datetime, get_locale
 from flask_babel import gettext as _
 from flask_limiter import RateLimitExceeded
 
@@ -214,6 +215,20 @@ def _plain(status: int, title: str, text: str) -> Response:
 
 
 # -- pages ---------------------------------------------------------------------------
+
+
+@bp.app_template_filter("connect_when")
+def connect_when(value: Any) -> str:
+    """Codat's ISO 8601 timestamps, in the customer's language."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment, "medium")
 
 
 @bp.get("/theme.css")

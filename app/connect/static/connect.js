@@ -31,6 +31,9 @@
         li.hidden = !match;
         if (match) { shown += 1; }
       });
+      document.querySelectorAll("section[aria-labelledby]").forEach(function (section) {
+        section.hidden = !!q && !section.querySelector("[data-platform-name]:not([hidden])");
+      });
       if (count) { count.textContent = q ? shown + " / " + document.querySelectorAll("[data-platform-name]").length : ""; }
     });
   }
