@@ -16,10 +16,9 @@ from app import create_app
 from codat_authflow.connect.links import ConnectLinks, CsrfError, InvalidLink
 from codat_authflow.journey.codat import build_http_client
 from codat_authflow.journey.service import Journey
+from state_machine import parse_codat_event
 from tests.support.fake_codat import FakeCodat
 from tests.support.lifecycles import Lifecycle
-from tests.support.signing import encode_body
-from workers.jobs import drain
 
 ENV = {
     "REDIS_URL": "redis://unused",
@@ -48,13 +47,12 @@ def make_app(redis, fake: FakeCodat, **env: str):
 
 
 def seed_company(app) -> str:
+    """A company Codat's `company.created` made known (applied directly, as the
+    drain would: the drain's loggers stay uncached for tests/unit/test_drain.py)."""
     services = app.extensions["authflow"]
-    services.inbox.ensure_group()
     life = Lifecycle()
     life.company("company.created")
-    for i, body in enumerate(life.events):
-        services.inbox.accept(f"{life.company_id}-{i}", encode_body(body), 0)
-    drain(services)
+    services.updates.apply_one(life.company_id, [parse_codat_event(b) for b in life.events])
     return life.company_id
 
 
@@ -265,6 +263,9 @@ def test_connection_creations_are_rate_limited_per_link(client, company, fake):
         for _ in range(4)
     ]
     assert statuses == [303, 303, 303, 429]
+    refused = client.post(f"{path}/choose", data={"csrf_token": csrf, "platformKey": "dfxm"})
+    assert "text/html" in refused.content_type
+    assert "Too many attempts" in refused.get_data(as_text=True)
     created = [c for c in fake.calls if c.startswith("POST /companies/")]
     assert len(created) == 3
     # Another link of the same company has its own budget.
