@@ -380,9 +380,11 @@ def result_page(result) -> Response | None:
         return None
     if result.company_id is not None and result.company_id != link.company_id:
         return None
+    optional = _journey().settings.connect_source_types[1:]  # the optional next steps
     response = _render(
         "result.html",
         400 if result.outcome == "invalid" else 200,
+        next_step=optional[0] if optional else None,
         link=link,
         outcome=result.outcome,
         platform=result.platform_name,

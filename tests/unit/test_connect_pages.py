@@ -379,3 +379,60 @@ def test_the_french_catalogue_translates_every_message_and_is_compiled():
     assert ids - set(translated) == set(), "untranslated: run pybabel (docs/connect-pages.md)"
     mo = read_mo(BytesIO((lc / "messages.mo").read_bytes()))
     assert {m.id: m.string for m in mo if m.id} == translated
+
+
+def test_the_hosts_own_pages_still_take_over_after_link(redis, fake):
+    app = make_app(redis, fake, LINK_SUCCESS_URL="https://lender.example/connected")
+    client = app.test_client()
+    company = seed_company(app)
+    path = path_of(new_link(client, company)["url"])
+    csrf = csrf_of(client.get(path).get_data(as_text=True))
+    chosen = client.post(f"{path}/choose", data={"csrf_token": csrf, "platformKey": "gbol"})
+    connection_id = chosen.headers["Location"].split("/connections/")[1].split("/")[0]
+    fake.connections[company][connection_id]["status"] = "Linked"
+    back = client.get(
+        f"/link/callback?statusCode=200&companyId={company}&connectionId={connection_id}"
+    )
+    assert back.status_code == 303
+    assert back.headers["Location"].startswith("https://lender.example/connected?")
+
+
+def test_the_result_page_offers_the_optional_banking_step(client, company, fake):
+    path = path_of(new_link(client, company)["url"])
+    csrf = csrf_of(client.get(path).get_data(as_text=True))
+    chosen = client.post(f"{path}/choose", data={"csrf_token": csrf, "platformKey": "gbol"})
+    connection_id = chosen.headers["Location"].split("/connections/")[1].split("/")[0]
+    back = client.get(
+        f"/link/callback?statusCode=200&companyId={company}&connectionId={connection_id}"
+    )
+    assert "Also connect your bank accounts (optional)" in back.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONNECT_SOURCE_TYPES", "Accounting,Telepathy"),
+        ("CONNECT_SOURCE_TYPES", " , "),
+        ("CONNECT_ACCENT_COLOUR", "red"),
+        ("CONNECT_ACCENT_COLOUR", "#12345"),
+        ("CONNECT_LINK_LIFETIME_SECONDS", "5"),
+        ("CONNECT_BASE_URL", "ftp://x"),
+    ],
+)
+def test_bad_connect_settings_are_refused_at_start(name, value):
+    from codat_authflow.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**ENV, name: value})
+
+
+def test_connect_settings_defaults():
+    from codat_authflow.settings import Settings
+
+    settings = Settings.from_env({k: v for k, v in ENV.items() if not k.startswith("CONNECT_")})
+    assert settings.connect_source_types == ("Accounting",)
+    assert settings.connect_link_lifetime_seconds == 7 * 24 * 3600
+    assert settings.connect_accent_colour == "#1a56db"
+    assert Settings.from_env(
+        {**ENV, "CONNECT_SOURCE_TYPES": "banking, accounting"}
+    ).connect_source_types == ("Banking", "Accounting")
