@@ -436,3 +436,37 @@ def test_connect_settings_defaults():
     assert Settings.from_env(
         {**ENV, "CONNECT_SOURCE_TYPES": "banking, accounting"}
     ).connect_source_types == ("Banking", "Accounting")
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("tampered", 404), ("expired", 410), ("revoked", 410)]
+)
+def test_a_refused_token_changes_nothing_even_with_a_valid_form(
+    app, client, company, fake, kind, status
+):
+    links = app.extensions["connect_links"]
+    link = links.issue(company)
+    path = f"/connect/{link.token}"
+    csrf = csrf_of(client.get(path).get_data(as_text=True))
+    mine = fake.add_connection(company, "gbol")
+    client.get(f"{path}/connections")  # our facts know the connection
+    if kind == "tampered":
+        path = f"/connect/{link.token[:-4]}AAAA"
+    elif kind == "expired":
+        links.clock = lambda: time.time() + 8 * 24 * 3600
+    else:
+        links.revoke(link.link_id)
+    before = snapshot(app.extensions["authflow"].redis)
+    calls = len(fake.calls)
+    forms = [
+        ("choose", {"csrf_token": csrf, "platformKey": "gbol"}),
+        ("actions/unlink", {"csrf_token": csrf, "connectionId": mine["id"]}),
+        ("actions/delete", {"csrf_token": csrf, "connectionId": mine["id"], "understood": "yes"}),
+    ]
+    for action, data in forms:
+        response = client.post(f"{path}/{action}", data=data)
+        assert response.status_code == status, action
+        assert "text/html" in response.content_type
+    assert client.get(f"{path}/status").status_code == status
+    assert fake.calls[calls:] == []
+    assert snapshot(app.extensions["authflow"].redis) == before
