@@ -47,6 +47,8 @@ CSRF_COOKIE = "connect_csrf"
 RETURN_COOKIE = "connect_return"
 UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 PLATFORM_KEY_MAX = 64
+#: Per client address, every page and form (not the static files).
+PAGES_LIMIT = "120 per minute"
 
 
 class Refused(Exception):
@@ -408,4 +410,5 @@ def apply_rate_limits(app) -> None:
     app.view_functions[endpoint] = limiter.limit(f"{per_hour} per hour", key_func=link_key)(
         app.view_functions[endpoint]
     )
-    limiter.limit("120 per minute")(bp)
+    assets = ("connect.static", "connect.theme")  # cached files: not counted
+    limiter.limit(PAGES_LIMIT, exempt_when=lambda: request.endpoint in assets)(bp)

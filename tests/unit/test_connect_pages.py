@@ -470,3 +470,16 @@ def test_a_refused_token_changes_nothing_even_with_a_valid_form(
     assert client.get(f"{path}/status").status_code == status
     assert fake.calls[calls:] == []
     assert snapshot(app.extensions["authflow"].redis) == before
+
+
+def test_the_pages_are_rate_limited_per_address_but_not_their_assets(redis, fake, monkeypatch):
+    from app.connect import views
+
+    monkeypatch.setattr(views, "PAGES_LIMIT", "5 per minute")
+    app = make_app(redis, fake)
+    client = app.test_client()
+    path = path_of(new_link(client, seed_company(app))["url"])
+    for _ in range(10):
+        assert client.get("/connect/static/connect.css").status_code == 200
+    statuses = [client.get(f"{path}/status").status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
