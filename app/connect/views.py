@@ -97,7 +97,11 @@ def _render(template: str, http_status: int = 200, **context: Any) -> Response:
     settings = _journey().settings
     secret = _browser_secret()
     link: ConnectLink | None = context.get("link")
-    context.setdefault("csrf_token", _links().csrf_token(link, secret) if link else None)
+    # Forms only on /connect/ pages, where the CSRF cookie is sent (the result
+    # page under /link/callback has none, and must not replace the cookie).
+    with_forms = link is not None and request.path.startswith("/connect/")
+    csrf = _links().csrf_token(link, secret) if with_forms and link else None
+    context.setdefault("csrf_token", csrf)
     body = render_template(
         f"connect/{template}",
         brand_name=settings.connect_brand_name,
@@ -106,7 +110,7 @@ def _render(template: str, http_status: int = 200, **context: Any) -> Response:
         **context,
     )
     response = make_response(body, http_status)
-    if request.cookies.get(CSRF_COOKIE) != secret:
+    if with_forms and request.cookies.get(CSRF_COOKIE) != secret:
         response.set_cookie(
             CSRF_COOKIE,
             secret,
@@ -382,7 +386,9 @@ def result_page(result) -> Response | None:
         return None
     if result.company_id is not None and result.company_id != link.company_id:
         return None
-    optional = _journey().settings.connect_source_types[1:]  # the optional next steps
+    journey = _journey()
+    linked = {c["sourceType"] for c in pages.status(journey, link.company_id)["connections"]}
+    optional = [t for t in journey.settings.connect_source_types[1:] if t not in linked]
     response = _render(
         "result.html",
         400 if result.outcome == "invalid" else 200,

@@ -406,6 +406,16 @@ def test_the_result_page_offers_the_optional_banking_step(client, company, fake)
         f"/link/callback?statusCode=200&companyId={company}&connectionId={connection_id}"
     )
     assert "Also connect your bank accounts (optional)" in back.get_data(as_text=True)
+    # Once a bank account is linked, the optional step is no longer offered.
+    fake.connections[company][connection_id]["status"] = "Linked"
+    chosen = client.post(f"{path}/choose", data={"csrf_token": csrf, "platformKey": "dfxm"})
+    assert chosen.status_code == 303, chosen.get_data(as_text=True)
+    bank_id = chosen.headers["Location"].split("/connections/")[1].split("/")[0]
+    fake.connections[company][bank_id]["status"] = "Linked"
+    time.sleep(0.01)
+    back = client.get(f"/link/callback?statusCode=200&companyId={company}&connectionId={bank_id}")
+    assert "Basiq is connected" in back.get_data(as_text=True)
+    assert "Also connect your bank accounts" not in back.get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
