@@ -172,6 +172,15 @@ def cannot_reconnect(_exc):
     )
 
 
+@bp.errorhandler(pages.NoLinkUrl)
+def no_link_url(_exc):
+    return _plain(
+        502,
+        _("The service is not available right now"),
+        _("Please wait a while before you try again."),
+    )
+
+
 @bp.errorhandler(RateLimitExceeded)
 def too_many(exc: RateLimitExceeded):
     response = _plain(429, _("Too many attempts"), _("Please wait a while before you try again."))

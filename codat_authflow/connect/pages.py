@@ -45,6 +45,10 @@ class CannotReconnect(Exception):
     """Only a deauthorized connection with a Link URL can be reconnected."""
 
 
+class NoLinkUrl(Exception):
+    """Codat created the connection but gave no Link URL to send the customer to."""
+
+
 @dataclass(frozen=True)
 class Platform:
     key: str
@@ -243,7 +247,7 @@ def choose_platform(journey: Journey, company_id: str, link_id: str, platform_ke
         result="ok",
     )
     if not created.get("linkUrl"):
-        raise CannotReconnect("Codat gave no Link URL")
+        raise NoLinkUrl(created["connectionId"])
     return created["linkUrl"]
 
 
