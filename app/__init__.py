@@ -12,6 +12,7 @@ from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.commands import register_commands
+from app.connect import init_connect
 from app.errors import register_error_handlers
 from app.journey_setup import init_journey
 from app.ops import init_ops
@@ -40,6 +41,7 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
     register_commands(app)
     init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile
     init_rate_limits(app, app.extensions["authflow"])  # per client address, public endpoints
+    init_connect(app)  # /connect/<token>: the pages a lender's customer clicks through
 
     from app import health, receiver
     from app.api import init_api

@@ -148,4 +148,9 @@ def link_callback():
         response = redirect(add_query_params(target, extra), code=303)
         response.headers.update(SECURITY_HEADERS)
         return response
+    connect_page = current_app.extensions.get("connect_result_page")  # app/connect
+    if connect_page is not None:
+        page = connect_page(result)  # None unless the customer came from a connect link
+        if page is not None:
+            return page
     return _page(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -82,6 +83,36 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str |
     return raw
 
 
+_CONNECT_SOURCE_TYPES = ("Accounting", "Banking", "Commerce")
+
+
+def _source_types(raw: str | None) -> tuple[str, ...]:
+    names: list[str] = []
+    for part in (raw or "Accounting").split(","):
+        name = part.strip().capitalize()
+        if not name:
+            continue
+        if name not in _CONNECT_SOURCE_TYPES:
+            raise ConfigError(
+                f"CONNECT_SOURCE_TYPES: {part.strip()!r} is not one of "
+                + ", ".join(_CONNECT_SOURCE_TYPES)
+            )
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ConfigError("CONNECT_SOURCE_TYPES must name at least one source type")
+    return tuple(names)
+
+
+def _colour(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", raw):
+        raise ConfigError(f"{name} must be a colour like #1a56db, got {raw!r}")
+    return raw.lower()
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
@@ -134,6 +165,15 @@ class Settings:
     # Proxy hops in front of gunicorn whose X-Forwarded-For/-Proto are trusted
     # (werkzeug's ProxyFix); 0: the socket's peer is the client.
     trusted_proxies: int = 0
+    # The connect pages (app/connect): signed links, look, source types, limits.
+    connect_secret: str | None = field(default=None, repr=False)
+    connect_link_lifetime_seconds: int = 7 * 24 * 3600
+    connect_source_types: tuple[str, ...] = ("Accounting",)
+    connect_base_url: str | None = None
+    connect_brand_name: str = "Your lender"
+    connect_logo_url: str | None = None
+    connect_accent_colour: str = "#1a56db"
+    connect_creations_per_hour: int = 10
 
     @property
     def development(self) -> bool:
@@ -200,4 +240,14 @@ class Settings:
             ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
             metrics_public=_flag(env, "METRICS_PUBLIC"),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, minimum=0),
+            connect_secret=(env.get("CONNECT_SECRET") or "").strip() or None,
+            connect_link_lifetime_seconds=_int(
+                env, "CONNECT_LINK_LIFETIME_SECONDS", 7 * 24 * 3600, minimum=60
+            ),
+            connect_source_types=_source_types(env.get("CONNECT_SOURCE_TYPES")),
+            connect_base_url=(_url(env, "CONNECT_BASE_URL") or "").rstrip("/") or None,
+            connect_brand_name=(env.get("CONNECT_BRAND_NAME") or "").strip() or "Your lender",
+            connect_logo_url=(env.get("CONNECT_LOGO_URL") or "").strip() or None,
+            connect_accent_colour=_colour(env, "CONNECT_ACCENT_COLOUR", "#1a56db"),
+            connect_creations_per_hour=_int(env, "CONNECT_CREATIONS_PER_HOUR", 10),
         )

@@ -15,7 +15,7 @@ from flask import Blueprint as FlaskBlueprint
 from flask import Flask, request, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-from app.api import companies, funnel, journey, subscriptions
+from app.api import companies, connect_links, funnel, journey, subscriptions
 from app.api.framework import Api, ApiPaths, Blueprint, limit_body
 from app.auth import require_api_token
 
@@ -28,6 +28,7 @@ api.register_blueprint(companies.bp)
 api.register_blueprint(subscriptions.bp)
 api.register_blueprint(journey.bp)
 api.register_blueprint(funnel.bp)
+api.register_blueprint(connect_links.bp)
 
 docs_assets = FlaskBlueprint("api_docs_assets", __name__, url_prefix=DOCS_ASSETS.rstrip("/"))
 # Public: the paths of the API are described by the document, not the page.

@@ -22,6 +22,10 @@ The journey (`journey.link_callback`, `journey.companies`, `journey.integrations
   `{p}:cache:integration:{key}` and `{p}:cache:branding:{key}` (strings, TTL),
   `{p}:codat:rate-limit` (hash, TTL 8 d: the pause of reconciliation while
   Codat's rate limit is reached, `journey.rate_limit`).
+The connect pages (`connect.links`, `connect.pages`):
+  `{p}:connect:version:{id}` (counter), `{p}:connect:revoked:{linkId}` (string,
+  TTL until the link expires), `{p}:connect:actions:{id}` (list, at most 50),
+  `{p}:cache:connect-integrations:{sourceType}` (string, TTL).
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
   `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries`,
@@ -144,6 +148,24 @@ class Keys:
     @property
     def codat_rate_limit(self) -> str:
         return f"{self.prefix}:codat:rate-limit"
+
+    # -- the connect pages (codat_authflow.connect) -------------------------------
+
+    def connect_version(self, company_id: str) -> str:
+        """The company's connect-link version: bumping it revokes every link."""
+        return f"{self.prefix}:connect:version:{company_id}"
+
+    def connect_revoked(self, link_id: str) -> str:
+        """One revoked connect link (TTL: until the link would have expired)."""
+        return f"{self.prefix}:connect:revoked:{link_id}"
+
+    def connect_actions(self, company_id: str) -> str:
+        """What the customer did on the connect pages (list, newest first, capped)."""
+        return f"{self.prefix}:connect:actions:{company_id}"
+
+    def connect_integrations(self, source_type: str) -> str:
+        """Enabled integrations of one source type (cached like branding)."""
+        return f"{self.prefix}:cache:connect-integrations:{source_type}"
 
     # -- subscriptions and deliveries ---------------------------------------------
 

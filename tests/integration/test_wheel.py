@@ -115,5 +115,10 @@ def test_the_wheel_serves_the_ops_and_docs_pages_from_outside_the_repo(
 
             document = client.get("/api/openapi.json", headers=api)
             assert document.status_code == 200 and "/companies" in document.json()["paths"]
+
+            # The connect pages' templates, static files and French catalogue are packaged.
+            invalid = client.get("/connect/not-a-token", headers={"Accept-Language": "fr"})
+            assert invalid.status_code == 404 and "est pas valide" in invalid.text
+            assert client.get("/connect/static/connect.css").status_code == 200
     finally:
         web.stop()
