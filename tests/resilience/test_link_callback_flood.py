@@ -215,7 +215,7 @@ def test_trusted_proxies_must_be_a_count(value):
         Settings.from_env({**ENV, "TRUSTED_PROXIES": value})
 
 
-def test_only_the_link_page_is_rate_limited():
+def test_webhooks_and_the_api_are_never_rate_limited():
     """Codat delivers many webhooks from few addresses, and the host app calls
     the API from one: neither may meet the public page's per-address limit
     (nor pay for the limiter's lookups)."""
