@@ -218,7 +218,7 @@ def test_trusted_proxies_must_be_a_count(value):
 def test_webhooks_and_the_api_are_never_rate_limited():
     """Codat delivers many webhooks from few addresses, and the host app calls
     the API from one: neither may meet the public page's per-address limit
-    (nor pay for the limiter's lookups)."""
+    (and webhooks skip the limiter's lookups altogether)."""
     app, redis = build(RecordingCodat())
     client = app.test_client()
     address = {"REMOTE_ADDR": "10.0.0.1"}
@@ -229,4 +229,21 @@ def test_webhooks_and_the_api_are_never_rate_limited():
         for _ in range(40)
     }
     assert statuses == {200}
+    from tests.support.signing import encode_body, signed_headers
+
+    hooks = set()
+    for _ in range(40):
+        body = encode_body(Lifecycle(company_id=COMPANY).company("company.created"))
+        hooks.add(
+            client.post(
+                "/webhooks/codat",
+                data=body,
+                headers={
+                    **signed_headers(ENV["CODAT_WEBHOOK_SECRETS"], body),
+                    "Content-Type": "application/json",
+                },
+                environ_base=address,
+            ).status_code
+        )
+    assert hooks == {202}
     assert redis.keys("LIMITS:*") == []
