@@ -6,10 +6,11 @@ format. Secrets never reach a line: any key naming a secret, signature, token,
 password or authorization is replaced, wherever it comes from.
 
 RQ's own per-job lines (a job started, "Successfully completed", "Job OK",
-"result is kept for 60 seconds", the cron scheduler's "Enqueued job") are
-demoted to DEBUG: our worker writes one line per job (`event: job`) with the
-same facts, and at INFO an idle stack wrote 84 lines a minute, most of them
-RQ's four or five per sweep. With LOG_LEVEL=DEBUG they are back, as debug lines.
+"result is kept for 60 seconds", the cron scheduler's "Enqueued job") and its
+routine "cleaning registries" lines are demoted to DEBUG: our worker writes
+one line per job (`event: job`) with the same facts, and at INFO an idle
+stack wrote 84 lines a minute, most of them RQ's four or five per sweep.
+With LOG_LEVEL=DEBUG they are back, as debug lines.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ RQ_PER_JOB_LINES = frozenset(
         ("rq.worker", "Worker %s: job %s result discarded immediately"),
         ("rq.worker", "Worker %s: job %s result will never expire, clean up result key manually"),
         ("rq.cron", "Enqueued job *"),
+        # Routine maintenance, every RQ_MAINTENANCE_INTERVAL_SECONDS (15) per idle worker:
+        ("rq.worker", "Worker %s: cleaning registries for queue: %s"),
+        ("rq.worker", "Worker %s: cleaning group registries"),
     }
 )
 _RQ_PREFIXES = tuple((name, msg[:-1]) for name, msg in RQ_PER_JOB_LINES if msg.endswith("*"))

@@ -30,6 +30,7 @@ def test_rq_per_job_lines_are_debug_lines(root_level):
         _record("rq.worker", "Successfully completed %s job in %ss on worker %s"),
         _record("rq.worker", "Worker %s: job %s result is kept for %s seconds"),
         _record("rq.cron", "Enqueued job sweep to queue authflow"),
+        _record("rq.worker", "Worker %s: cleaning registries for queue: %s"),
     ]
     kept = [
         _record("rq.worker", "Worker %s: started with PID %d, version %s"),
