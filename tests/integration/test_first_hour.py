@@ -15,6 +15,9 @@ import pytest
 from devtools.stack import CONFIG_VARIABLES
 from tests.support.processes import (
     REPO_ROOT,
+    TEST_API_TOKEN,
+    TEST_WEBHOOK_SECRET,
+    free_port,
 )
 
 PYTHON = sys.executable
@@ -81,3 +84,29 @@ def test_flask_help_without_configuration_has_no_traceback():
     assert result.returncode == 0
     assert "Traceback" not in result.stdout + result.stderr
     assert "deliveries" in result.stdout and "companies" in result.stdout
+
+
+def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "devtools.demo", *args],
+        env=env or clean_env(CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET, API_TOKEN=TEST_API_TOKEN),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_demo_gives_plain_errors_and_a_full_help():
+    help_text = demo("--help").stdout
+    assert "Exit status: 0 when the company reached the expected state" in help_text
+    assert "happy_path" in help_text and "revoked_after_ready" in help_text
+
+    unknown = demo("--lifecycle", "nope")
+    assert unknown.returncode == 2
+    assert "invalid choice: 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    down = demo("--base-url", f"http://127.0.0.1:{free_port()}")
+    assert down.returncode == 1
+    assert "Traceback" not in down.stderr
+    assert down.stderr.strip().splitlines()[-1].startswith("demo: nothing answers at http://")
