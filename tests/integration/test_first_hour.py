@@ -1,23 +1,36 @@
-"""The first hour of a new user (issue 13) through real processes:
-configuration problems at start, the CLI without a configuration, the demo.
+"""The first hour of a new user (issue 13): the dev stack, its supervisor,
+the CLI from a second terminal, the demo, and configuration problems at
+start, each through real processes.
+
+The run-stack test takes about 30 s: it starts scripts/run-stack (Redis and
+the Procfile's four processes) in a temp var/ dir, runs the demo and
+scripts/flask against it, kills the worker with SIGKILL and checks that the
+supervisor starts it again and leaves the other processes alone.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from devtools.stack import CONFIG_VARIABLES
+from devtools.supervisor import Supervisor
 from tests.support.processes import (
     REPO_ROOT,
     TEST_API_TOKEN,
     TEST_WEBHOOK_SECRET,
     free_port,
+    port_is_free,
 )
 
 PYTHON = sys.executable
@@ -39,6 +52,97 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- the supervisor ------------------------------------------------------------------
+
+
+class Output(io.StringIO):
+    """A thread-safe enough sink for the supervisor's lines."""
+
+    def text(self) -> str:
+        return self.getvalue()
+
+
+def sleeper(name: str) -> str:
+    return f"{PYTHON} -c 'import time; print(\"{name} up\", flush=True); time.sleep(600)'"
+
+
+def run_supervisor(supervisor: Supervisor) -> threading.Thread:
+    thread = threading.Thread(target=supervisor.run, kwargs={"handle_signals": False})
+    thread.start()
+    return thread
+
+
+def test_a_killed_process_is_restarted_and_the_others_are_untouched():
+    out = Output()
+    supervisor = Supervisor(
+        {"a": sleeper("a"), "b": sleeper("b")}, clean_env(), backoff=0.2, out=out
+    )
+    thread = run_supervisor(supervisor)
+    try:
+        a, b = supervisor.children["a"], supervisor.children["b"]
+        wait_for(lambda: "a up" in out.text() and "b up" in out.text(), 10, "both processes")
+        first_a, first_b = a.pid, b.pid
+        os.kill(first_a, signal.SIGKILL)
+        wait_for(lambda: out.text().count("a up") == 2, 10, "a restarted")
+        assert a.pid != first_a and a.running()
+        assert b.pid == first_b and b.running()
+        text = out.text()
+        assert f"a (pid {first_a}) killed by signal SIGKILL (9)" in text
+        assert "restarting a in 0.2 s" in text
+        assert text.count("b up") == 1
+    finally:
+        supervisor.stop()
+        thread.join(30)
+    assert not a.running() and not b.running()
+
+
+def test_a_process_that_keeps_failing_is_given_up_with_its_exit_code_and_stderr():
+    out = Output()
+    failing = f"{PYTHON} -c 'import sys; sys.stderr.write(\"boom: bad thing\\n\"); sys.exit(3)'"
+    supervisor = Supervisor(
+        {"bad": failing, "good": sleeper("good")},
+        clean_env(),
+        max_restarts=2,
+        window=60,
+        backoff=0.05,
+        out=out,
+    )
+    thread = run_supervisor(supervisor)
+    try:
+        bad, good = supervisor.children["bad"], supervisor.children["good"]
+        wait_for(lambda: bad.gave_up, 20, "the supervisor to give up on 'bad'")
+        text = out.text()
+        assert text.count("exited with code 3") == 3  # the first run and two restarts
+        assert "bad's last stderr lines:" in text and "boom: bad thing" in text
+        assert "bad exited 3 times within 60 s: not restarting it" in text
+        assert good.running() and text.count("good up") == 1
+    finally:
+        supervisor.stop()
+        thread.join(30)
+
+
+def test_a_port_left_in_time_wait_counts_as_free():
+    """A server that just stopped leaves its connections in TIME_WAIT; the
+    next redis-server binds with SO_REUSEADDR, so run-stack must not move it."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as redis-server does
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.listen()
+    assert not port_is_free(port)  # something listens: taken
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its socket goes to TIME_WAIT
+    time.sleep(0.1)
+    client.close()
+    server.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):  # the old check's bind, without SO_REUSEADDR
+        plain.bind(("127.0.0.1", port))
+    plain.close()
+    assert port_is_free(port)
 
 
 # -- configuration problems at start ----------------------------------------------------
@@ -67,6 +171,37 @@ def test_a_process_with_a_bad_value_prints_one_line_and_no_traceback(argv, progr
         f"{program}: CODAT_WEBHOOK_SECRETS: entry 1 ('whsec_!!!') is not valid base64"
     ]
     assert result.stdout == ""
+
+
+def run_stack(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "scripts/run-stack"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_run_stack_checks_the_configuration_before_starting_anything(tmp_path):
+    env = clean_env(DEVTOOLS_VAR_DIR=str(tmp_path), CODAT_WEBHOOK_SECRETS="", LOG_LEVEL="loud")
+    result = run_stack(env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("run-stack: CODAT_WEBHOOK_SECRETS: not set")
+    assert lines[0].endswith("(from environment)")  # it wins over var/dev.env's
+    assert lines[1].startswith("run-stack: LOG_LEVEL: must be one of CRITICAL, ERROR")
+
+    result = run_stack({**env, "CODAT_WEBHOOK_SECRETS": "whsec_!!!", "LOG_LEVEL": "INFO"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "run-stack: CODAT_WEBHOOK_SECRETS: entry 1 ('whsec_!!!') is not valid base64"
+        "  (from environment)"
+    ]
+    assert not (tmp_path / "redis").exists()  # nothing was started
+    assert not (tmp_path / "stack.env").exists()
 
 
 # -- the CLI and the demo without a stack ------------------------------------------------
@@ -110,3 +245,89 @@ def test_the_demo_gives_plain_errors_and_a_full_help():
     assert down.returncode == 1
     assert "Traceback" not in down.stderr
     assert down.stderr.strip().splitlines()[-1].startswith("demo: nothing answers at http://")
+
+
+# -- the dev stack ----------------------------------------------------------------------
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (/proc/net/tcp)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+def pids(log: Path) -> dict[str, list[int]]:
+    started: dict[str, list[int]] = {}
+    for name, pid in re.findall(r"\| (\w+) started \(pid (\d+)\)", log.read_text()):
+        started.setdefault(name, []).append(int(pid))
+    return started
+
+
+def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
+    var, port, redis_port = tmp_path / "var", free_port(), free_port()
+    env = clean_env(DEVTOOLS_VAR_DIR=str(var), PORT=str(port))
+    log = tmp_path / "run-stack.log"
+    with log.open("w") as out:
+        stack = subprocess.Popen(
+            ["bash", "scripts/run-stack", "--redis-port", str(redis_port)],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "Listening at: http://127.0.0.1" in log.read_text(), 60, "gunicorn")
+        wait_for(lambda: "Listening on authflow..." in log.read_text(), 30, "the worker")
+        # development binds loopback only
+        assert listening_addresses(port) == {"0100007F"}
+        assert f"redis://127.0.0.1:{redis_port}/0" in (var / "stack.env").read_text()
+
+        # the demo and the CLI from "another terminal": only DEVTOOLS_VAR_DIR in common
+        ran = demo(env=clean_env(DEVTOOLS_VAR_DIR=str(var)))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        company_id = re.search(r"company (\S+) is ready", ran.stdout).group(1)
+        shown = subprocess.run(
+            ["bash", "scripts/flask", "companies", "show", company_id],
+            env=clean_env(DEVTOOLS_VAR_DIR=str(var)),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "state     ready" in shown.stdout
+
+        # a worker killed with SIGKILL is started again; nothing else moves
+        before = pids(log)
+        assert sorted(before) == ["clock", "delivery", "web", "worker"]
+        os.kill(before["worker"][0], signal.SIGKILL)
+        wait_for(lambda: len(pids(log)["worker"]) == 2, 30, "the worker's restart")
+        wait_for(lambda: log.read_text().count("Listening on authflow...") == 2, 30, "it to listen")
+        text = log.read_text()
+        assert f"worker (pid {before['worker'][0]}) killed by signal SIGKILL (9)" in text
+        after = pids(log)
+        for name in ("web", "delivery", "clock"):
+            assert after[name] == before[name]
+            os.kill(after[name][0], 0)  # still alive
+        assert stack.poll() is None
+        # RQ's own per-job lines are DEBUG now; ours remain
+        assert "Successfully completed" not in text and "Job OK" not in text
+        assert "function=workers.jobs.drain_inbox" in text
+    finally:
+        stack.send_signal(signal.SIGINT)
+        try:
+            code = stack.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            raise
+    assert code == 0, log.read_text()[-3000:]
+    assert not (var / "stack.env").exists()
+    assert "Traceback" not in log.read_text()
