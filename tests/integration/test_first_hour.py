@@ -270,9 +270,22 @@ def pids(log: Path) -> dict[str, list[int]]:
     return started
 
 
+def without_node(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """An environment whose `node` and `npm` only leave a mark: run-stack, the
+    demo and scripts/flask must not need Node (only the contract tests do)."""
+    fake = tmp_path / "fake-bin"
+    if not fake.exists():
+        fake.mkdir()
+        for tool in ("node", "npm", "npx"):
+            mark = f"echo {tool} >> {tmp_path}/node-was-called"
+            (fake / tool).write_text(f"#!/bin/sh\n{mark}\nexit 99\n")
+            (fake / tool).chmod(0o755)
+    return clean_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", **overrides)
+
+
 def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
     var, port, redis_port = tmp_path / "var", free_port(), free_port()
-    env = clean_env(DEVTOOLS_VAR_DIR=str(var), PORT=str(port))
+    env = without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var), PORT=str(port))
     log = tmp_path / "run-stack.log"
     with log.open("w") as out:
         stack = subprocess.Popen(
@@ -291,12 +304,12 @@ def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
         assert f"redis://127.0.0.1:{redis_port}/0" in (var / "stack.env").read_text()
 
         # the demo and the CLI from "another terminal": only DEVTOOLS_VAR_DIR in common
-        ran = demo(env=clean_env(DEVTOOLS_VAR_DIR=str(var)))
+        ran = demo(env=without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var)))
         assert ran.returncode == 0, ran.stdout + ran.stderr
         company_id = re.search(r"company (\S+) is ready", ran.stdout).group(1)
         shown = subprocess.run(
             ["bash", "scripts/flask", "companies", "show", company_id],
-            env=clean_env(DEVTOOLS_VAR_DIR=str(var)),
+            env=without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var)),
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -331,3 +344,4 @@ def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
     assert code == 0, log.read_text()[-3000:]
     assert not (var / "stack.env").exists()
     assert "Traceback" not in log.read_text()
+    assert not (tmp_path / "node-was-called").exists()
