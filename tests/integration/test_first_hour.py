@@ -331,6 +331,14 @@ def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
             assert after[name] == before[name]
             os.kill(after[name][0], 0)  # still alive
         assert stack.poll() is None
+
+        # the Redis run-stack started comes back on its port after a crash
+        redis_pid = int(re.search(r"run-stack: \S+ pid (\d+) on redis://", text).group(1))
+        os.kill(redis_pid, signal.SIGKILL)
+        again = rf"redis started again \(pid \d+\) on redis://127\.0\.0\.1:{redis_port}/0"
+        wait_for(lambda: re.search(again, log.read_text()), 30, "Redis to be started again")
+        assert stack.poll() is None
+
         # RQ's own per-job lines are DEBUG now; ours remain
         assert "Successfully completed" not in text and "Job OK" not in text
         assert "function=workers.jobs.drain_inbox" in text
