@@ -10,6 +10,7 @@ supervisor starts it again and leaves the other processes alone.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -19,8 +20,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devtools.stack import CONFIG_VARIABLES
@@ -283,38 +287,88 @@ def without_node(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return clean_env(PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", **overrides)
 
 
-def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
-    var, port, redis_port = tmp_path / "var", free_port(), free_port()
-    env = without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var), PORT=str(port))
-    log = tmp_path / "run-stack.log"
-    with log.open("w") as out:
-        stack = subprocess.Popen(
-            ["bash", "scripts/run-stack", "--redis-port", str(redis_port)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(lambda: "Listening at: http://127.0.0.1" in log.read_text(), 60, "gunicorn")
-        wait_for(lambda: "Listening on authflow..." in log.read_text(), 30, "the worker")
-        # development binds loopback only
-        assert listening_addresses(port) == {"0100007F"}
-        assert f"redis://127.0.0.1:{redis_port}/0" in (var / "stack.env").read_text()
+@dataclass
+class DevStack:
+    var: Path
+    port: int
+    redis_port: int
+    log: Path
+    process: subprocess.Popen[bytes]
+    tmp_path: Path
 
-        # the demo and the CLI from "another terminal": only DEVTOOLS_VAR_DIR in common
-        ran = demo(env=without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var)))
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-        company_id = re.search(r"company (\S+) is ready", ran.stdout).group(1)
-        shown = subprocess.run(
-            ["bash", "scripts/flask", "companies", "show", company_id],
-            env=without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var)),
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def second_terminal(self) -> dict[str, str]:
+        """Another shell: only the repository (its var/) in common with run-stack."""
+        return without_node(self.tmp_path, DEVTOOLS_VAR_DIR=str(self.var))
+
+    def flask(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "scripts/flask", *args],
+            env=self.second_terminal(),
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
             timeout=60,
         )
+
+    def setting(self, name: str) -> str:
+        for line in (self.var / "stack.env").read_text().splitlines():
+            if line.startswith(f"{name}="):
+                return line.partition("=")[2]
+        raise KeyError(name)
+
+
+@contextlib.contextmanager
+def dev_stack(tmp_path: Path, **env: str) -> Iterator[DevStack]:
+    """scripts/run-stack in a temp var/, on free ports; stopped with Ctrl-C
+    (SIGINT) at the end, which must exit 0 without a traceback."""
+    var, port, redis_port = tmp_path / "var", free_port(), free_port()
+    log = tmp_path / "run-stack.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "scripts/run-stack", "--redis-port", str(redis_port)],
+            env=without_node(tmp_path, DEVTOOLS_VAR_DIR=str(var), PORT=str(port), **env),
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    stack = DevStack(var, port, redis_port, log, process, tmp_path)
+    try:
+        wait_for(lambda: "Listening at: http://127.0.0.1" in stack.text(), 60, "gunicorn")
+        wait_for(lambda: "Listening on authflow..." in stack.text(), 30, "the worker")
+        yield stack
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            code = process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert code == 0, stack.text()[-3000:]
+    assert not (var / "stack.env").exists()
+    assert "Traceback" not in stack.text()
+    assert not (tmp_path / "node-was-called").exists()
+
+
+def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
+    with dev_stack(tmp_path) as stack:
+        log = stack.log
+        # development binds loopback only
+        assert listening_addresses(stack.port) == {"0100007F"}
+        assert f"redis://127.0.0.1:{stack.redis_port}/0" in stack.setting("REDIS_URL")
+
+        # the demo and the CLI from "another terminal": only DEVTOOLS_VAR_DIR in common
+        ran = demo(env=stack.second_terminal())
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        company_id = re.search(r"company (\S+) is ready", ran.stdout).group(1)
+        shown = stack.flask("companies", "show", company_id)
         assert shown.returncode == 0, shown.stderr
         assert "state     ready" in shown.stdout
 
@@ -323,33 +377,94 @@ def test_run_stack_supervises_and_the_cli_and_demo_reach_it(tmp_path):
         assert sorted(before) == ["clock", "delivery", "web", "worker"]
         os.kill(before["worker"][0], signal.SIGKILL)
         wait_for(lambda: len(pids(log)["worker"]) == 2, 30, "the worker's restart")
-        wait_for(lambda: log.read_text().count("Listening on authflow...") == 2, 30, "it to listen")
-        text = log.read_text()
+        wait_for(lambda: stack.text().count("Listening on authflow...") == 2, 30, "it to listen")
+        text = stack.text()
         assert f"worker (pid {before['worker'][0]}) killed by signal SIGKILL (9)" in text
         after = pids(log)
         for name in ("web", "delivery", "clock"):
             assert after[name] == before[name]
             os.kill(after[name][0], 0)  # still alive
-        assert stack.poll() is None
+        assert stack.process.poll() is None
 
         # the Redis run-stack started comes back on its port after a crash
         redis_pid = int(re.search(r"run-stack: \S+ pid (\d+) on redis://", text).group(1))
         os.kill(redis_pid, signal.SIGKILL)
-        again = rf"redis started again \(pid \d+\) on redis://127\.0\.0\.1:{redis_port}/0"
-        wait_for(lambda: re.search(again, log.read_text()), 30, "Redis to be started again")
-        assert stack.poll() is None
+        again = rf"redis started again \(pid \d+\) on redis://127\.0\.0\.1:{stack.redis_port}/0"
+        wait_for(lambda: re.search(again, stack.text()), 30, "Redis to be started again")
+        assert stack.process.poll() is None
 
         # RQ's own per-job lines are DEBUG now; ours remain
         assert "Successfully completed" not in text and "Job OK" not in text
         assert "function=workers.jobs.drain_inbox" in text
-    finally:
-        stack.send_signal(signal.SIGINT)
-        try:
-            code = stack.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(stack.pid, signal.SIGKILL)
-            raise
-    assert code == 0, log.read_text()[-3000:]
-    assert not (var / "stack.env").exists()
-    assert "Traceback" not in log.read_text()
-    assert not (tmp_path / "node-was-called").exists()
+
+
+class Receiver:
+    """python -m devtools.receiver, as docs/host-quickstart.md runs it."""
+
+    def __init__(self, tmp_path: Path, port: int, secret: str, *args: str):
+        self.output = tmp_path / f"receiver-{time.monotonic_ns()}.log"
+        with self.output.open("w") as out:
+            self.process = subprocess.Popen(
+                [PYTHON, "-m", "devtools.receiver", "--port", str(port), "--secret", secret, *args],
+                cwd=REPO_ROOT,
+                env=clean_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: "receiver: http://" in self.output.read_text(), 20, "the receiver")
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line for line in self.output.read_text().splitlines() if line.startswith(prefix)]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def test_the_host_quickstart_as_written(tmp_path):
+    """docs/host-quickstart.md: subscribe a local receiver, verify a
+    notification, a dead letter with a short retry schedule, a replay."""
+    schedule = {"ALLOW_PRIVATE_SUBSCRIBER_URLS": "1", "DELIVERY_RETRY_SCHEDULE": "0,2,5"}
+    with dev_stack(tmp_path, **schedule) as stack:
+        token = stack.setting("API_TOKEN")
+        auth = {"Authorization": f"Bearer {token}"}
+        hook_port = free_port()
+        created = httpx.post(
+            stack.url + "/api/subscriptions",
+            headers=auth,
+            json={"url": f"http://127.0.0.1:{hook_port}/hooks", "eventTypes": ["*"]},
+        )
+        assert created.status_code == 201, created.text
+        sub, secret = created.json()["id"], created.json()["secret"]
+
+        receiver = Receiver(tmp_path, hook_port, secret)
+        assert demo(env=stack.second_terminal()).returncode == 0
+        wait_for(lambda: len(receiver.lines("204 ")) == 5, 30, "5 verified notifications")
+        assert len(receiver.lines("204 company.ready ")) == 1
+        receiver.stop()
+
+        failing = Receiver(tmp_path, hook_port, secret, "--fail")
+        assert demo(env=stack.second_terminal()).returncode == 0
+
+        def dead() -> bool:
+            listed = httpx.get(f"{stack.url}/api/subscriptions/{sub}/deliveries", headers=auth)
+            return [d["status"] for d in listed.json()["deliveries"]].count("dead") == 5
+
+        wait_for(dead, 40, "5 dead letters", interval=0.5)
+        listed = stack.flask("deliveries", "list-dead").stdout
+        assert "5 dead-lettered deliveries" in listed
+        assert listed.count("attempts=3 last_error=HTTP 500") == 5
+        assert len(failing.lines("500 (--fail) ")) == 15  # 5 notifications x 3 attempts
+        failed_ids = {line.split()[-1] for line in failing.lines("500 (--fail) ")}
+        metrics = httpx.get(stack.url + "/metrics", headers=auth).text
+        assert "authflow_delivery_dead_letters 5.0" in metrics
+        failing.stop()
+
+        receiver = Receiver(tmp_path, hook_port, secret)
+        replayed = stack.flask("deliveries", "replay", "--subscription", sub)
+        assert "replayed 5 deliveries" in replayed.stdout, replayed.stdout + replayed.stderr
+        wait_for(lambda: len(receiver.lines("204 ")) == 5, 30, "the 5 replayed notifications")
+        replayed_ids = {line.split()[2].removeprefix("id=") for line in receiver.lines("204 ")}
+        assert replayed_ids == failed_ids  # the same notification ids: deduplicable
+        assert "0 dead-lettered deliveries" in stack.flask("deliveries", "list-dead").stdout
+        receiver.stop()
