@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from devtools.stack import STACK_ENV_FILE, parse_env_file
+from devtools.stack import STACK_ENV_FILE, parse_env_file, stack_pid
 
 
 def environment(environ: dict[str, str], stack_env: Path = STACK_ENV_FILE) -> dict[str, str]:
@@ -29,9 +29,27 @@ def environment(environ: dict[str, str], stack_env: Path = STACK_ENV_FILE) -> di
     return env
 
 
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return True  # unknown: do not warn
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: list[str]) -> None:
     env = environment(dict(os.environ))
-    if not STACK_ENV_FILE.exists() and not env.get("REDIS_URL"):
+    if STACK_ENV_FILE.exists() and not _alive(stack_pid(STACK_ENV_FILE)):
+        print(
+            f"scripts/flask: warning: {STACK_ENV_FILE} is left from a run-stack that is not "
+            "running any more; its Redis is probably gone too.",
+            file=sys.stderr,
+        )
+    elif not STACK_ENV_FILE.exists() and not env.get("REDIS_URL"):
         print(
             f"scripts/flask: no {STACK_ENV_FILE}: is the dev stack running? Start it with "
             "scripts/run-stack (or set REDIS_URL, API_TOKEN and CODAT_WEBHOOK_SECRETS).",

@@ -250,6 +250,12 @@ def read_procfile(procfile: Path, selected: list[str]) -> dict[str, str]:
     return {name: commands[name] for name in selected} if selected else commands
 
 
+def stack_pid(path: Path = STACK_ENV_FILE) -> int | None:
+    """The pid of the run-stack that wrote ``path`` (None if unknown)."""
+    match = re.search(r"^# run-stack pid (\d+)$", path.read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
 def write_stack_env(config: Config, path: Path = STACK_ENV_FILE) -> None:
     """The effective configuration, for ``scripts/flask`` and the demo in
     another terminal (mode 0600: it holds the development secrets)."""
@@ -257,6 +263,7 @@ def write_stack_env(config: Config, path: Path = STACK_ENV_FILE) -> None:
     lines = [
         "# Written by scripts/run-stack at each start: the running stack's configuration.",
         "# scripts/flask and python -m devtools.demo read it; edit var/dev.env instead.",
+        f"# run-stack pid {os.getpid()}",
         *(f"{name}={config.env[name]}" for name in names),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -225,6 +225,40 @@ def test_flask_help_without_configuration_has_no_traceback():
     assert "deliveries" in result.stdout and "companies" in result.stdout
 
 
+def test_scripts_flask_without_a_running_stack_says_so(tmp_path):
+    def flask(var: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "scripts/flask", "deliveries", "list-dead"],
+            env=clean_env(DEVTOOLS_VAR_DIR=str(var)),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    never = flask(tmp_path / "never")
+    assert never.returncode == 2 and "Traceback" not in never.stderr
+    lines = never.stderr.splitlines()
+    assert lines[0].startswith("scripts/flask: no ") and "is the dev stack running?" in lines[0]
+    assert [line.split(":")[1].strip() for line in lines[1:]] == [
+        "REDIS_URL",
+        "API_TOKEN",
+        "CODAT_WEBHOOK_SECRETS",
+    ]
+
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    dead_pid = 2**22 + 1  # above Linux's largest possible pid_max: never a live process
+    (stale / "stack.env").write_text(
+        f"# run-stack pid {dead_pid}\nREDIS_URL=redis://127.0.0.1:{free_port()}/0\n"
+        f"API_TOKEN=t\nCODAT_WEBHOOK_SECRETS={TEST_WEBHOOK_SECRET}\n"
+    )
+    left = flask(stale)
+    assert left.returncode == 1 and "Traceback" not in left.stderr
+    assert "is left from a run-stack that is not running any more" in left.stderr
+    assert "Error: Redis cannot be reached" in left.stderr
+
+
 def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PYTHON, "-m", "devtools.demo", *args],
