@@ -158,10 +158,12 @@ class Supervisor:
     def _exited(self, child: Child, now: float) -> None:
         assert child.popen is not None
         returncode = child.popen.returncode
-        for reader in child.readers:  # its last lines, before we quote them
+        # What it left behind (RQ's scheduler, gunicorn's workers) holds its
+        # pipes open: stop it first, then read its last lines before quoting them.
+        _signal_group(child.popen.pid, signal.SIGTERM)
+        for reader in child.readers:
             reader.join(timeout=1.0)
         self._flush_lines(0)
-        _signal_group(child.popen.pid, signal.SIGTERM)  # what it left behind (forked helpers)
         self.say(f"{child.name} (pid {child.pid}) {describe_exit(returncode)}")
         if child.stderr_tail:
             self.say(f"{child.name}'s last stderr lines:")
