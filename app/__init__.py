@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import click
 from flask import Flask
 from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -20,12 +21,19 @@ from app.rate_limits import init_rate_limits
 from app.signature import SignatureVerifier
 from codat_authflow.bootstrap import Services
 from codat_authflow.logs import configure_logging
-from codat_authflow.settings import Settings
+from codat_authflow.settings import ConfigError, Settings
 
 
 def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = None) -> Flask:
     """Build the app from the environment (or `env`). Tests may pass `redis`."""
-    settings = Settings.from_env(env)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        if env is None and click.get_current_context(silent=True) is not None:
+            from app.commands.unconfigured import unconfigured_app
+
+            return unconfigured_app(exc.problems)  # `flask --app app`: --help, plain errors
+        raise
     configure_logging(settings.log_level, development=settings.development)
 
     app = Flask(__name__)

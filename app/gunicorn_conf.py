@@ -18,6 +18,12 @@ from __future__ import annotations
 
 import os
 
+from codat_authflow.settings import settings_or_exit
+
+# Before gunicorn binds or forks: every configuration problem on its own line
+# (`web: VARIABLE: ...`), exit status 2, no traceback and no worker boot loop.
+settings_or_exit("web")
+
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 #: Threads per worker: the slow or idle requests one worker can hold while still answering.

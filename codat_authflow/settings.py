@@ -6,37 +6,57 @@ in step.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from state_machine.events import CODAT_DATA_TYPES
 
+T = TypeVar("T")
+
 
 class ConfigError(RuntimeError):
-    """The environment does not describe a runnable service; the message says how."""
+    """The environment does not describe a runnable service.
+
+    ``problems`` holds one line per problem, each naming its variable
+    (``CODAT_WEBHOOK_SECRETS: entry 1 ('whsec_!!!') is not valid base64``);
+    the message is those lines joined."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG")
+#: Read by the Procfile and app/gunicorn_conf.py rather than by Settings; checked
+#: here too, so that a bad value is one line at start-up, not a traceback.
+_PROCESS_INTEGERS = ("PORT", "WEB_CONCURRENCY", "GUNICORN_THREADS")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
+    raw = (env.get(name) or "").strip()
+    if raw == "":
         return default
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"{name}: must be an integer, got {raw!r}") from exc
     if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
     return value
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
     raw = (env.get(name) or "0").strip().lower()
     if raw not in ("0", "1", "true", "false", "yes", "no"):
-        raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+        raise ConfigError(f"{name}: must be 1 or 0, got {raw!r}")
     return raw in ("1", "true", "yes")
 
 
@@ -46,17 +66,45 @@ def _schedule(raw: str | None) -> tuple[int, ...]:
     try:
         delays = tuple(int(part) for part in raw.split(","))
     except ValueError as exc:
-        raise ConfigError("DELIVERY_RETRY_SCHEDULE must be comma-separated seconds") from exc
+        raise ConfigError(
+            f"DELIVERY_RETRY_SCHEDULE: must be comma-separated seconds, got {raw!r}"
+        ) from exc
     if not delays or any(d < 0 for d in delays) or delays[0] != 0:
-        raise ConfigError("DELIVERY_RETRY_SCHEDULE must start with 0 and hold no negative delay")
+        raise ConfigError(
+            f"DELIVERY_RETRY_SCHEDULE: must start with 0 and hold no negative delay, got {raw!r}"
+        )
     return delays
+
+
+def _shown(secret: str) -> str:
+    """Enough of a bad secret to find it, not enough to use it."""
+    return repr(secret if len(secret) <= 12 else secret[:10] + "...")
+
+
+def _secret_problem(secret: str) -> str | None:
+    if not secret.startswith("whsec_"):
+        return "does not start with whsec_ (expected whsec_<base64>)"
+    body = secret.removeprefix("whsec_")
+    try:
+        # As svix reads it (missing padding allowed), but strictly: svix would
+        # skip characters outside base64's alphabet, or fail with a bare binascii.Error.
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "is not valid base64"
+    return None if key else "is empty after whsec_"
 
 
 def _secrets(raw: str) -> tuple[str, ...]:
     secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
-    for secret in secrets:
-        if not secret.startswith("whsec_"):
-            raise ConfigError("CODAT_WEBHOOK_SECRETS entries must look like whsec_<base64>")
+    if not secrets:
+        raise ConfigError("CODAT_WEBHOOK_SECRETS: no secret in it (expected whsec_<base64>)")
+    problems = [
+        f"CODAT_WEBHOOK_SECRETS: entry {number} ({_shown(secret)}) {problem}"
+        for number, secret in enumerate(secrets, start=1)
+        if (problem := _secret_problem(secret))
+    ]
+    if problems:
+        raise ConfigError(problems)
     return secrets
 
 
@@ -79,7 +127,7 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str |
         return default
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an absolute http(s) URL, got {raw!r}")
+        raise ConfigError(f"{name}: must be an absolute http(s) URL, got {raw!r}")
     return raw
 
 
@@ -111,6 +159,87 @@ def _colour(env: Mapping[str, str], name: str, default: str) -> str:
     if not re.fullmatch(r"#[0-9a-fA-F]{6}", raw):
         raise ConfigError(f"{name} must be a colour like #1a56db, got {raw!r}")
     return raw.lower()
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = (env.get(name) or "").strip()
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds, got {raw!r}") from None
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name}: must be more than 0, got {raw!r}")
+    return value
+
+
+def _redis_url(raw: str) -> str:
+    """Only the shape is checked here; redis_client.py builds the connection."""
+    raw = raw.strip()
+    if not re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
+        raise ConfigError(
+            "REDIS_URL: must be a URL such as redis://127.0.0.1:6379/0, got "
+            + repr(re.sub(r"^.*@", "***@", raw))  # no password in the message
+        )
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``, whatever the case it was written in."""
+    raw = (env.get(name) or "").strip() or default
+    canonical = {choice.upper(): choice for choice in choices}.get(raw.upper())
+    if canonical is None:
+        raise ConfigError(f"{name}: must be one of {', '.join(choices)}, got {raw!r}")
+    return canonical
+
+
+class _Reader:
+    """Parses variables one by one and collects every problem instead of
+    stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def __call__(self, parse: Callable[..., T], *args: Any, fallback: Any = None) -> T:
+        try:
+            return parse(*args)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return fallback
+
+    def required(self, name: str) -> str:
+        value = (self.env.get(name) or "").strip()
+        if not value:
+            self.problems.append(
+                f"{name}: not set (required; see the README's configuration table; "
+                "scripts/run-stack sets it for development)"
+            )
+        return value
+
+    def number(self, name: str, default: int, minimum: int = 1) -> int:
+        return self(_int, self.env, name, default, minimum, fallback=default)
+
+
+def config_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem with the configuration in ``env`` (default: os.environ),
+    one line each, naming the variable; empty if the service can start."""
+    env = os.environ if env is None else env
+    try:
+        Settings.from_env(env)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def settings_or_exit(program: str, env: Mapping[str, str] | None = None) -> Settings:
+    """The entrypoints' start: the settings, or each problem on its own line
+    on stderr (``program: VARIABLE: ...``) and exit status 2, no traceback."""
+    try:
+        return Settings.from_env(env)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"{program}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @dataclass(frozen=True)
@@ -181,73 +310,79 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings, or `ConfigError` listing every problem (not only the first)."""
         env = os.environ if env is None else env
-        missing = [
-            name
-            for name in ("REDIS_URL", "API_TOKEN", "CODAT_WEBHOOK_SECRETS")
-            if not env.get(name, "").strip()
-        ]
-        if missing:
-            raise ConfigError(
-                "missing environment variables: "
-                + ", ".join(missing)
-                + " (see the README's configuration table; `scripts/run-stack` sets them"
-                " for development)"
-            )
-        app_env = env.get("APP_ENV", "production").strip() or "production"
-        if app_env not in ("production", "development"):
-            raise ConfigError("APP_ENV must be 'production' or 'development'")
-        return cls(
-            redis_url=env["REDIS_URL"].strip(),
-            api_token=env["API_TOKEN"].strip(),
-            webhook_secrets=_secrets(env["CODAT_WEBHOOK_SECRETS"]),
+        read = _Reader(env)
+        values = cls._read(read)
+        for name in _PROCESS_INTEGERS:
+            read.number(name, 0, minimum=1)
+        read(_float, env, "GUNICORN_BODY_READ_TIMEOUT")
+        if read.problems:
+            raise ConfigError(read.problems)
+        return cls(**values)
+
+    @classmethod
+    def _read(cls, read: _Reader) -> dict[str, Any]:
+        env, number = read.env, read.number
+        redis_url, api_token = read.required("REDIS_URL"), read.required("API_TOKEN")
+        secrets = read.required("CODAT_WEBHOOK_SECRETS")
+        return dict(
+            redis_url=redis_url and read(_redis_url, redis_url),
+            api_token=api_token,
+            webhook_secrets=secrets and read(_secrets, secrets, fallback=()),
             webhook_authorization=env.get("CODAT_WEBHOOK_AUTHORIZATION") or None,
-            app_env=app_env,
-            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            app_env=read(_choice, env, "APP_ENV", "production", ("production", "development")),
+            log_level=read(_choice, env, "LOG_LEVEL", "INFO", _LOG_LEVELS),
             key_prefix=env.get("KEY_PREFIX") or "authflow",
             queue_name=env.get("RQ_QUEUE") or "authflow",
-            dedupe_ttl_seconds=_int(env, "WEBHOOK_DEDUPE_TTL_SECONDS", 72 * 3600, minimum=3600),
-            history_limit=_int(env, "COMPANY_HISTORY_LIMIT", 25),
-            event_log_limit=_int(env, "COMPANY_EVENT_LOG_LIMIT", 50, minimum=0),
-            inbox_batch_size=_int(env, "INBOX_BATCH_SIZE", 200),
-            inbox_visibility_timeout_seconds=_int(env, "INBOX_VISIBILITY_TIMEOUT_SECONDS", 30),
-            inbox_max_deliveries=_int(env, "INBOX_MAX_DELIVERIES", 5),
-            drain_max_seconds=_int(env, "DRAIN_MAX_SECONDS", 20),
-            drain_idle_ms=_int(env, "DRAIN_IDLE_MS", 250),
+            dedupe_ttl_seconds=number("WEBHOOK_DEDUPE_TTL_SECONDS", 72 * 3600, minimum=3600),
+            history_limit=number("COMPANY_HISTORY_LIMIT", 25),
+            event_log_limit=number("COMPANY_EVENT_LOG_LIMIT", 50, minimum=0),
+            inbox_batch_size=number("INBOX_BATCH_SIZE", 200),
+            inbox_visibility_timeout_seconds=number("INBOX_VISIBILITY_TIMEOUT_SECONDS", 30),
+            inbox_max_deliveries=number("INBOX_MAX_DELIVERIES", 5),
+            drain_max_seconds=number("DRAIN_MAX_SECONDS", 20),
+            drain_idle_ms=number("DRAIN_IDLE_MS", 250),
             delivery_queue_name=env.get("RQ_DELIVERY_QUEUE") or "authflow-deliveries",
-            allow_private_subscriber_urls=_flag(env, "ALLOW_PRIVATE_SUBSCRIBER_URLS"),
-            delivery_schedule=_schedule(env.get("DELIVERY_RETRY_SCHEDULE")),
-            rq_maintenance_interval_seconds=_int(env, "RQ_MAINTENANCE_INTERVAL_SECONDS", 15),
-            sweep_interval_seconds=_int(env, "SWEEP_INTERVAL_SECONDS", 10),
+            allow_private_subscriber_urls=read(_flag, env, "ALLOW_PRIVATE_SUBSCRIBER_URLS"),
+            delivery_schedule=read(_schedule, env.get("DELIVERY_RETRY_SCHEDULE")),
+            rq_maintenance_interval_seconds=number("RQ_MAINTENANCE_INTERVAL_SECONDS", 15),
+            sweep_interval_seconds=number("SWEEP_INTERVAL_SECONDS", 10),
             codat_api_key=(env.get("CODAT_API_KEY") or "").strip() or None,
-            codat_base_url=_url(env, "CODAT_BASE_URL", "https://api.codat.io").rstrip("/"),
-            codat_connect_timeout_seconds=_int(env, "CODAT_CONNECT_TIMEOUT_SECONDS", 3),
-            codat_timeout_seconds=_int(env, "CODAT_TIMEOUT_SECONDS", 10),
-            link_success_url=_url(env, "LINK_SUCCESS_URL"),
-            link_failure_url=_url(env, "LINK_FAILURE_URL"),
-            api_max_body_bytes=_int(env, "API_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
-            branding_cache_seconds=_int(env, "BRANDING_CACHE_SECONDS", 24 * 3600),
-            link_url_lifetime_seconds=_int(env, "LINK_URL_LIFETIME_SECONDS", 24 * 3600),
-            reconcile_linking_after_seconds=_int(env, "RECONCILE_LINKING_AFTER_SECONDS", 1800),
-            reconcile_linked_after_seconds=_int(env, "RECONCILE_LINKED_AFTER_SECONDS", 900),
-            reconcile_syncing_after_seconds=_int(env, "RECONCILE_SYNCING_AFTER_SECONDS", 3600),
-            reconcile_interval_seconds=_int(env, "RECONCILE_INTERVAL_SECONDS", 60),
-            reconcile_batch_size=_int(env, "RECONCILE_BATCH_SIZE", 50),
-            reconcile_max_seconds=_int(env, "RECONCILE_MAX_SECONDS", 60),
-            ready_data_types=_data_types(env.get("READY_DATA_TYPES")),
-            refresh_max_tries=_int(env, "RECONCILE_REFRESH_MAX_TRIES", 3, minimum=0),
-            refresh_backoff_seconds=_int(env, "RECONCILE_REFRESH_BACKOFF_SECONDS", 900),
+            codat_base_url=(
+                read(_url, env, "CODAT_BASE_URL", "https://api.codat.io", fallback="") or ""
+            ).rstrip("/"),
+            codat_connect_timeout_seconds=number("CODAT_CONNECT_TIMEOUT_SECONDS", 3),
+            codat_timeout_seconds=number("CODAT_TIMEOUT_SECONDS", 10),
+            link_success_url=read(_url, env, "LINK_SUCCESS_URL"),
+            link_failure_url=read(_url, env, "LINK_FAILURE_URL"),
+            api_max_body_bytes=number("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            branding_cache_seconds=number("BRANDING_CACHE_SECONDS", 24 * 3600),
+            link_url_lifetime_seconds=number("LINK_URL_LIFETIME_SECONDS", 24 * 3600),
+            reconcile_linking_after_seconds=number("RECONCILE_LINKING_AFTER_SECONDS", 1800),
+            reconcile_linked_after_seconds=number("RECONCILE_LINKED_AFTER_SECONDS", 900),
+            reconcile_syncing_after_seconds=number("RECONCILE_SYNCING_AFTER_SECONDS", 3600),
+            reconcile_interval_seconds=number("RECONCILE_INTERVAL_SECONDS", 60),
+            reconcile_batch_size=number("RECONCILE_BATCH_SIZE", 50),
+            reconcile_max_seconds=number("RECONCILE_MAX_SECONDS", 60),
+            ready_data_types=read(_data_types, env.get("READY_DATA_TYPES"), fallback=()),
+            refresh_max_tries=number("RECONCILE_REFRESH_MAX_TRIES", 3, minimum=0),
+            refresh_backoff_seconds=number("RECONCILE_REFRESH_BACKOFF_SECONDS", 900),
             ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
-            metrics_public=_flag(env, "METRICS_PUBLIC"),
-            trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, minimum=0),
+            metrics_public=read(_flag, env, "METRICS_PUBLIC"),
+            trusted_proxies=number("TRUSTED_PROXIES", 0, minimum=0),
             connect_secret=(env.get("CONNECT_SECRET") or "").strip() or None,
-            connect_link_lifetime_seconds=_int(
-                env, "CONNECT_LINK_LIFETIME_SECONDS", 7 * 24 * 3600, minimum=60
+            connect_link_lifetime_seconds=number(
+                "CONNECT_LINK_LIFETIME_SECONDS", 7 * 24 * 3600, minimum=60
             ),
-            connect_source_types=_source_types(env.get("CONNECT_SOURCE_TYPES")),
-            connect_base_url=(_url(env, "CONNECT_BASE_URL") or "").rstrip("/") or None,
+            connect_source_types=read(
+                _source_types, env.get("CONNECT_SOURCE_TYPES"), fallback=("Accounting",)
+            ),
+            connect_base_url=(read(_url, env, "CONNECT_BASE_URL") or "").rstrip("/") or None,
             connect_brand_name=(env.get("CONNECT_BRAND_NAME") or "").strip() or "Your lender",
             connect_logo_url=(env.get("CONNECT_LOGO_URL") or "").strip() or None,
-            connect_accent_colour=_colour(env, "CONNECT_ACCENT_COLOUR", "#1a56db"),
-            connect_creations_per_hour=_int(env, "CONNECT_CREATIONS_PER_HOUR", 10),
+            connect_accent_colour=read(
+                _colour, env, "CONNECT_ACCENT_COLOUR", "#1a56db", fallback="#1a56db"
+            ),
+            connect_creations_per_hour=number("CONNECT_CREATIONS_PER_HOUR", 10),
         )

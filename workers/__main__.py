@@ -17,7 +17,7 @@ from rq import Queue
 
 from codat_authflow.jobs import enqueue_drain
 from codat_authflow.logs import configure_logging
-from codat_authflow.settings import ConfigError, Settings
+from codat_authflow.settings import Settings, settings_or_exit
 from workers.context import current
 from workers.worker import AuthflowWorker
 
@@ -39,11 +39,7 @@ def queue_names(settings: Settings, argv: list[str]) -> list[str]:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("worker")  # problems: one line each, exit 2
     configure_logging(settings.log_level, development=settings.development)
     ctx = current()
     ctx.inbox.ensure_group()

@@ -15,18 +15,14 @@ import sys
 from rq.cron import CronScheduler
 
 from codat_authflow.logs import configure_logging
-from codat_authflow.settings import ConfigError, Settings
+from codat_authflow.settings import settings_or_exit
 from workers import reconcile
 from workers.context import current
 from workers.scheduling import sweep
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"clock: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit("clock")  # problems: one line each, exit 2
     configure_logging(settings.log_level, development=settings.development)
     scheduler = CronScheduler(connection=current().redis, logging_level=settings.log_level)
     scheduler.register(

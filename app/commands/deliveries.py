@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import click
 from flask import current_app
 
+from app.commands.groups import OpsGroup
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.attempts import replay_dead_letters
 
@@ -35,9 +36,13 @@ def with_filters(command):
     return command
 
 
-@click.group()
+@click.group(cls=OpsGroup)
 def deliveries() -> None:
-    """Downstream deliveries that exhausted their retries (dead letters)."""
+    """Downstream deliveries that exhausted their retries (dead letters).
+
+    Only dead letters: a delivery still inside its retry schedule is not
+    listed or replayed (see its attempts with GET /api/subscriptions/ID/deliveries).
+    """
 
 
 @deliveries.command("list-dead")

@@ -124,8 +124,14 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True if nothing listens on ``host:port`` and we could bind it now."""
+    """True if nothing listens on ``host:port``: a server could bind it now.
+
+    The check binds with SO_REUSEADDR, as redis-server and gunicorn do: the
+    connections a server just stopped on that port leaves in TIME_WAIT do not
+    stop it from binding again, so they must not make the port look taken
+    (they did, and run-stack moved its Redis off 6380 after a crash)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
