@@ -6,7 +6,9 @@ type, enabled only, and each platform's branding: both cached in Redis for
 connections. Actions (choose a platform, reconnect, revoke access, delete)
 go through the journey's own use cases, so the one-accounting-connection
 rule and the state machine apply exactly as for the API; each is recorded in
-`{p}:connect:actions:{companyId}` with actor `customer`.
+the company's event log (and, when it moves the state, its history) as a
+synthetic event with source `customer`, and in `{p}:connect:actions:{companyId}`
+with actor `customer` (what the customer did, successful or not).
 
 Scope: an action on a connection is refused unless that connection is one
 of the link's company's (in its facts, which list-connections refreshes),
@@ -25,7 +27,7 @@ from codat_authflow.journey import connections as journey_connections
 from codat_authflow.journey import integrations as journey_integrations
 from codat_authflow.journey.codat import CodatError
 from codat_authflow.journey.connections import known_company
-from codat_authflow.journey.events import API
+from codat_authflow.journey.events import CUSTOMER
 from codat_authflow.journey.service import Journey
 from state_machine import ConnectionFacts
 
@@ -226,7 +228,9 @@ def actions(journey: Journey, company_id: str, limit: int = MAX_ACTIONS) -> list
 def choose_platform(journey: Journey, company_id: str, link_id: str, platform_key: str) -> str:
     """Create the connection (journey rules apply); the Link URL to send the customer to."""
     try:
-        created = journey_connections.create_connection(journey, company_id, platform_key)
+        created = journey_connections.create_connection(
+            journey, company_id, platform_key, source=CUSTOMER
+        )
     except Exception as exc:
         record_action(
             journey,
@@ -255,7 +259,7 @@ def reconnect(journey: Journey, company_id: str, link_id: str, connection_id: st
     """A fresh Link URL for a deauthorized (or still pending) connection of the company."""
     _own_connection(journey, company_id, connection_id)
     _, connection = journey_connections.check_connection(
-        journey, company_id, connection_id, source=API
+        journey, company_id, connection_id, source=CUSTOMER
     )
     if connection is None or connection.get("status") not in ("Deauthorized", "PendingAuth"):
         raise CannotReconnect(connection_id)
@@ -270,7 +274,9 @@ def reconnect(journey: Journey, company_id: str, link_id: str, connection_id: st
 
 def unlink(journey: Journey, company_id: str, link_id: str, connection_id: str) -> dict[str, Any]:
     _own_connection(journey, company_id, connection_id)
-    result = journey_connections.unlink_connection(journey, company_id, connection_id)
+    result = journey_connections.unlink_connection(
+        journey, company_id, connection_id, source=CUSTOMER
+    )
     record_action(
         journey, company_id, "connection.unlink", linkId=link_id, connectionId=connection_id
     )
@@ -279,7 +285,9 @@ def unlink(journey: Journey, company_id: str, link_id: str, connection_id: str) 
 
 def delete(journey: Journey, company_id: str, link_id: str, connection_id: str) -> dict[str, Any]:
     _own_connection(journey, company_id, connection_id)
-    result = journey_connections.delete_connection(journey, company_id, connection_id)
+    result = journey_connections.delete_connection(
+        journey, company_id, connection_id, source=CUSTOMER
+    )
     record_action(
         journey, company_id, "connection.delete", linkId=link_id, connectionId=connection_id
     )

@@ -197,7 +197,11 @@ def create_connection(
     company_id: str,
     platform_key: str,
     link_params: dict[str, str] | None = None,
+    *,
+    source: str = API,
 ) -> dict[str, Any]:
+    """`source`: who acted, as the company's history and event log show it
+    (`api`: the host application; `customer`: the connect pages)."""
     codat = journey.require_codat("create-connection")
     record = known_company(journey, company_id)
     platform = _platform(journey, platform_key)
@@ -236,7 +240,7 @@ def create_connection(
     event = connection_observed(
         company_id,
         connection,
-        source=API,
+        source=source,
         generated_at=journey.stamp(),
         event_type="connection.created",
     )
@@ -351,7 +355,9 @@ def _not_found(company_id: str, connection_id: str, exc: CodatNotFound) -> Conne
     )
 
 
-def unlink_connection(journey: Journey, company_id: str, connection_id: str) -> dict[str, Any]:
+def unlink_connection(
+    journey: Journey, company_id: str, connection_id: str, *, source: str = API
+) -> dict[str, Any]:
     """Revoke our access to the platform; the data already synced stays."""
     codat = journey.require_codat("unlink-connection")
     known_company(journey, company_id)
@@ -359,7 +365,7 @@ def unlink_connection(journey: Journey, company_id: str, connection_id: str) -> 
         connection = codat.unlink_connection(company_id, connection_id)
     except CodatNotFound as exc:
         raise _not_found(company_id, connection_id, exc) from exc
-    event = connection_observed(company_id, connection, source=API, generated_at=journey.stamp())
+    event = connection_observed(company_id, connection, source=source, generated_at=journey.stamp())
     record = journey.apply(company_id, [event])
     assert record is not None
     return {
@@ -370,7 +376,9 @@ def unlink_connection(journey: Journey, company_id: str, connection_id: str) -> 
     }
 
 
-def delete_connection(journey: Journey, company_id: str, connection_id: str) -> dict[str, Any]:
+def delete_connection(
+    journey: Journey, company_id: str, connection_id: str, *, source: str = API
+) -> dict[str, Any]:
     """Delete the connection and the data Codat holds through it."""
     codat = journey.require_codat("delete-connection")
     record = known_company(journey, company_id)
@@ -382,7 +390,7 @@ def delete_connection(journey: Journey, company_id: str, connection_id: str) -> 
         company_id,
         connection_id,
         known=record.facts.connection(connection_id),
-        source=API,
+        source=source,
         generated_at=journey.stamp(),
     )
     record = journey.apply(company_id, [event])

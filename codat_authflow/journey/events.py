@@ -1,8 +1,8 @@
 """Synthetic `CodatEvent`s: what an API call or a reconciliation learnt from
 Codat, in the form the state machine already understands.
 
-Every event here has `synthetic=True`, a `source` (`api`, `reconciliation`
-or `link-callback`), `generated_at` as a canonical UTC timestamp and an id
+Every event here has `synthetic=True`, a `source` (`api`, `reconciliation`,
+`link-callback` or `customer`), `generated_at` as a canonical UTC timestamp and an id
 derived only from what was observed (source, event type, company or
 connection id, status), so applying the same observation twice merges into
 the same facts. Field names read from Codat's objects are the spec's
@@ -38,6 +38,7 @@ from state_machine.events import (
 API = "api"
 RECONCILIATION = "reconciliation"
 LINK_CALLBACK = "link-callback"
+CUSTOMER = "customer"  # the lender's customer, on the connect pages
 
 # The event type that best names an observed status. The state machine reads
 # the status from the snapshot; the type is what the company's history shows.

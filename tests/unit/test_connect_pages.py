@@ -306,6 +306,10 @@ def test_manage_unlink_and_delete_own_connections(app, client, company, fake):
     actions = client.get(f"/api/companies/{company}/connect-activity", headers=AUTH).get_json()
     assert [a["action"] for a in actions["results"]] == ["connection.delete", "connection.unlink"]
     assert {a["actor"] for a in actions["results"]} == {"customer"}
+    # The company's own event log says who acted, too.
+    logged = app.extensions["authflow"].store.events(company)
+    by_customer = [event.type for event, _ in logged if event.source == "customer"]
+    assert by_customer == ["connection.disconnected", "connection.deleted"], logged
 
 
 def test_reconnect_sends_a_deauthorized_connection_to_a_fresh_link_url(client, company, fake):
