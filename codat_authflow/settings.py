@@ -72,6 +72,21 @@ def _data_types(raw: str | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (REDIS_SENTINELS); an IPv6 host in brackets."""
+    found = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS: {part!r} is not host:port")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -134,6 +149,18 @@ class Settings:
     # Proxy hops in front of gunicorn whose X-Forwarded-For/-Proto are trusted
     # (werkzeug's ProxyFix); 0: the socket's peer is the client.
     trusted_proxies: int = 0
+    # Redis Sentinel (instead of REDIS_URL): where the sentinels are, the name of
+    # the monitored primary, passwords. REDIS_MIN_REPLICAS_ACK > 0: the receiver's
+    # 2xx waits (WAIT, at most REDIS_REPLICA_ACK_TIMEOUT_MS) for that many replicas.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "authflow"
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_password: str | None = field(default=None, repr=False)
+    redis_min_replicas_ack: int = 0
+    redis_replica_ack_timeout_ms: int = 200
+    # RQ workers: seconds a worker's registration outlives its last heartbeat
+    # (a SIGKILLed idle worker leaves /ops/rq and authflow_rq_workers after this).
+    rq_worker_ttl_seconds: int = 45
 
     @property
     def development(self) -> bool:
@@ -142,9 +169,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        sentinels = _sentinels(env.get("REDIS_SENTINELS"))  # with Sentinel, no REDIS_URL
         missing = [
             name
-            for name in ("REDIS_URL", "API_TOKEN", "CODAT_WEBHOOK_SECRETS")
+            for name in ("REDIS_URL", "API_TOKEN", "CODAT_WEBHOOK_SECRETS")[1 if sentinels else 0 :]
             if not env.get(name, "").strip()
         ]
         if missing:
@@ -158,7 +186,7 @@ class Settings:
         if app_env not in ("production", "development"):
             raise ConfigError("APP_ENV must be 'production' or 'development'")
         return cls(
-            redis_url=env["REDIS_URL"].strip(),
+            redis_url=(env.get("REDIS_URL") or "").strip(),
             api_token=env["API_TOKEN"].strip(),
             webhook_secrets=_secrets(env["CODAT_WEBHOOK_SECRETS"]),
             webhook_authorization=env.get("CODAT_WEBHOOK_AUTHORIZATION") or None,
@@ -200,4 +228,11 @@ class Settings:
             ops_token=(env.get("OPS_TOKEN") or "").strip() or None,
             metrics_public=_flag(env, "METRICS_PUBLIC"),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, minimum=0),
+            redis_sentinels=sentinels,
+            redis_sentinel_master=(env.get("REDIS_SENTINEL_MASTER") or "").strip() or "authflow",
+            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+            redis_password=env.get("REDIS_PASSWORD") or None,
+            redis_min_replicas_ack=_int(env, "REDIS_MIN_REPLICAS_ACK", 0, minimum=0),
+            redis_replica_ack_timeout_ms=_int(env, "REDIS_REPLICA_ACK_TIMEOUT_MS", 200),
+            rq_worker_ttl_seconds=_int(env, "RQ_WORKER_TTL_SECONDS", 45, minimum=20),
         )
