@@ -109,6 +109,8 @@ def serve(worker: AuthflowWorker, ctx: Services, watch: RedisWatch) -> None:
         except StopRequested:
             break
         except (RedisError, RedisUnavailable) as exc:
+            if worker.stopping.is_set():
+                break  # stopping anyway: RQ's teardown could not write the worker's death
             watch.lost(exc)
         if worker.stopping.is_set():
             break
