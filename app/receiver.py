@@ -15,7 +15,7 @@ import json
 import time
 
 import structlog
-from flask import Blueprint, Response, after_this_request, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -130,14 +130,8 @@ def _unreplicated(acceptance: Acceptance, wanted: int) -> bool:
         return False
     log.warning("webhook.not_replicated", replicas_acked=acceptance.replicas_acked, wanted=wanted)
     ext = current_app.extensions["authflow"]
-    redis, prefix = ext.redis, ext.store.keys.prefix
-    after_this_request(lambda response: _count_unreplicated(response, redis, prefix))
+    record_unreplicated(ext.redis, ext.store.keys.prefix)  # a 503 that waited anyway: no hurry
     return True
-
-
-def _count_unreplicated(response: Response, redis, prefix: str) -> Response:
-    response.call_on_close(lambda: record_unreplicated(redis, prefix))
-    return response
 
 
 MAX_ID_CHARS = 200  # the key budget of `{p}:seen:{webhookId}`
