@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import worker_registration
 from rq.job import Job, JobStatus
+from rq.scheduler import RQScheduler
 from rq.worker import SimpleWorker
 
 from codat_authflow.observability.metrics import record_job
@@ -34,6 +35,20 @@ from codat_authflow.redis_wait import RedisUnavailable
 log = structlog.get_logger("authflow.job")
 
 ABANDONED_GRACE_SECONDS = 5
+
+
+class AuthflowScheduler(RQScheduler):
+    """RQ's scheduler process (delivery retries, handed-back jobs with a
+    retry interval), which ends quietly when Redis goes away instead of
+    printing a traceback to stderr: the worker starts it again (its
+    maintenance, or its next run) once Redis is back, under the same name,
+    so it refreshes the locks it held."""
+
+    def work(self) -> None:
+        try:
+            super().work()
+        except (RedisConnectionError, RedisTimeoutError):
+            self.log.info("Scheduler %s: Redis unavailable, stopping", self.name)
 
 
 class AuthflowWorker(SimpleWorker):
@@ -71,6 +86,21 @@ class AuthflowWorker(SimpleWorker):
                     pipe.execute()
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise RedisUnavailable(str(exc)) from exc
+
+    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs) -> None:
+        """RQ's own, with `AuthflowScheduler` (no burst mode here)."""
+        if burst:
+            super()._start_scheduler(burst, logging_level, *args, **kwargs)
+            return
+        self.scheduler = AuthflowScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.start()
 
     def teardown(self) -> None:
         """RQ's teardown writes the worker's death to Redis first; with Redis
