@@ -161,7 +161,7 @@ class Traffic:
         """Seconds from `fault_end` to the end of the first 1 s window after it
         with at least half the `baseline` rate of 2xx answers."""
         with self.lock:
-            ok = sorted(a for _, a, c in self.answers if c in (200, 202) and a >= fault_end)
+            ok = sorted(a for s, a, c in self.answers if c in (200, 202) and s >= fault_end)
         for index, moment in enumerate(ok):
             if sum(1 for a in ok[: index + 1] if a > moment - 1) >= baseline / 2:
                 return moment - fault_end
@@ -322,7 +322,7 @@ def test_a_sentinel_failover_loses_no_acknowledged_webhook_and_no_process(log_di
             f"\nsentinel failover: {traffic.total} webhooks, {traffic.refused_after(failover)} "
             f"answers 503 after the failover (the last {traffic.last_refusal(failover):.1f} s "
             f"after it), retried; first 2xx {accepted:.2f} s after SENTINEL FAILOVER, 2xx "
-            f"rate back (half the rate before) after {accepted_back} s; applied rate back "
+            f"rate back (half the rate before) after {accepted_back:.2f} s; applied rate back "
             f"after {applied:.2f} s (baseline {baseline:.1f}/s); SIGKILLed worker "
             f"gone from authflow_rq_workers after {ghost_gone} s (key TTL at the kill "
             f"{ttl_at_kill} s); "
