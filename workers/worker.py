@@ -11,8 +11,8 @@ marked failed within about `timeout + 5 s + maintenance interval`.
 
 Every job also leaves one JSON log line, `{"event": "job", "job_id",
 "function", "queue", "outcome", "duration_ms"}` (outcome: finished, failed,
-or retried), and counts in the `authflow_rq_jobs` metric; the lines the job
-itself logs carry its `job_id`.
+retried, or interrupted: Redis went away during the job), and counts in the
+`authflow_rq_jobs` metric; the lines the job itself logs carry its `job_id`.
 """
 
 from __future__ import annotations
@@ -149,17 +149,25 @@ class AuthflowWorker(SimpleWorker):
         started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(job_id=job.id)
-        ok = False
+        ok, interrupted = False, False
         try:
             ok = super().perform_job(job, queue, execution)
             return ok
+        except (RedisConnectionError, RedisTimeoutError, RedisUnavailable):
+            interrupted = True  # RQ could not record the outcome: the job is still "started"
+            raise
         finally:
-            self._log_job(job, queue.name, ok, round((time.perf_counter() - started) * 1000, 2))
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            self._log_job(job, queue.name, ok, duration_ms, interrupted)
             structlog.contextvars.clear_contextvars()
 
-    def _log_job(self, job: Job, queue_name: str, ok: bool, duration_ms: float) -> None:
+    def _log_job(
+        self, job: Job, queue_name: str, ok: bool, duration_ms: float, interrupted: bool = False
+    ) -> None:
         status = job.get_status(refresh=False)
-        if ok and status == JobStatus.FINISHED:
+        if interrupted:  # Redis went away: RQ's started-job registry hands it back later
+            outcome, emit = "interrupted", log.warning
+        elif ok and status == JobStatus.FINISHED:
             outcome, emit = "finished", log.info
         elif status == JobStatus.FAILED:
             outcome, emit = "failed", log.error
