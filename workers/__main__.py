@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import suppress
 
 import structlog
 from redis.exceptions import RedisError
@@ -82,7 +83,8 @@ def main() -> int:
             watch.lost(exc)
     worker.stopping = stopping
     log.info("worker.starting", queues=names, name=worker.name)
-    serve(worker, ctx, watch)
+    with suppress(StopRequested):  # RQ's signal handler, between two runs
+        serve(worker, ctx, watch)
     return 0
 
 

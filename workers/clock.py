@@ -20,6 +20,7 @@ import threading
 
 from redis.exceptions import RedisError
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 
 from codat_authflow.logs import configure_logging
 from codat_authflow.redis_wait import RedisWatch, quiet_rq_outage_lines, wait_for_redis
@@ -67,14 +68,18 @@ def main() -> int:
     # Redis unreachable, at start or later (RQ's loop ends on the first failed
     # command): wait for it, then start again; the jobs' timings carry over, so
     # a sweep overdue during the outage runs at once.
-    while not scheduler.stopping.is_set():
-        _stop_on_signals(scheduler.stopping)  # until start() installs RQ's own
-        if not wait_for_redis(redis, watch, scheduler.stopping):
-            break
-        try:
-            scheduler.start()  # returns on SIGTERM/SIGINT
-        except RedisError as exc:
-            watch.lost(exc)
+    try:
+        while not scheduler.stopping.is_set():
+            _stop_on_signals(scheduler.stopping)  # until start() installs RQ's own
+            if not wait_for_redis(redis, watch, scheduler.stopping):
+                break
+            try:
+                scheduler.start()  # returns on SIGTERM/SIGINT
+            except RedisError as exc:
+                if not scheduler.stopping.is_set():
+                    watch.lost(exc)
+    except StopRequested:  # RQ's signal handler, after start() gave up
+        pass
     return 0
 
 
