@@ -29,9 +29,10 @@ def init_rate_limits(app: Flask, services: Services) -> Limiter:
     limiter = Limiter(
         key_func=get_remote_address,
         app=app,
-        storage_uri=services.settings.redis_url,
-        # The app's own connection pool (the URL above names the backend): one
-        # set of connections, and the tests' in-memory Redis works too.
+        # The app's own connection pool (the URI only picks limits' Redis backend):
+        # one set of connections, Sentinel's lookup included, and the tests'
+        # in-memory Redis works too.
+        storage_uri="redis://",
         storage_options={"connection_pool": services.redis.connection_pool},
         strategy="fixed-window",
         key_prefix=services.store.keys.rate_limit_prefix,

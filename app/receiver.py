@@ -25,7 +25,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.errors import error_response
 from app.signature import HEADER_NAMES, SignatureRejected, webhook_id_of
 from codat_authflow.jobs import enqueue_drain
-from codat_authflow.observability.metrics import record_webhook
+from codat_authflow.observability.metrics import record_unreplicated, record_webhook
+from codat_authflow.storage.inbox import Acceptance
 from state_machine import InvalidEvent, parse_codat_event
 
 log = structlog.get_logger(__name__)
@@ -80,8 +81,15 @@ def receive_codat_webhook():
         return _reject(400, "invalid_body", *_describe(exc))
     structlog.contextvars.bind_contextvars(event_type=event.type, company_id=event.company_id)
 
+    settings = ext.settings
     try:
-        acceptance = ext.inbox.accept(webhook_id, body, received_at_ms)
+        acceptance = ext.inbox.accept(
+            webhook_id,
+            body,
+            received_at_ms,
+            replicas=settings.redis_min_replicas_ack,
+            replica_timeout_ms=settings.redis_replica_ack_timeout_ms,
+        )
     except (RedisConnectionError, RedisTimeoutError) as exc:
         log.error("webhook.unavailable", error=repr(exc))
         g.webhook_outcome = "unavailable"
@@ -96,17 +104,34 @@ def receive_codat_webhook():
         g.webhook_outcome = "error"
         return error_response(500, "storage_error", "Redis refused the write; it has been logged")
     g.webhook_outcome_counted = True  # by the accept script itself
-    if not acceptance.queued:
-        g.webhook_outcome = "duplicate"
-        return jsonify({"status": "duplicate", "webhookId": webhook_id}), 200
-
-    if acceptance.drain_needed:
+    g.webhook_outcome = "queued" if acceptance.queued else "duplicate"  # on the request's line
+    if acceptance.queued and acceptance.drain_needed:
         try:
-            enqueue_drain(ext.redis, ext.settings.queue_name)
+            enqueue_drain(ext.redis, settings.queue_name)
         except RedisError as exc:  # stored already; the clock's sweep will drain it
             log.warning("webhook.drain_not_scheduled", error=repr(exc))
-    g.webhook_outcome = "queued"  # logged on the request's line (app/ops/request_log.py)
+    if _unreplicated(acceptance, settings.redis_min_replicas_ack):
+        return error_response(
+            503,
+            "storage_unavailable",
+            "stored, but not yet on enough replicas; retry later",
+            headers={"Retry-After": "5"},
+        )
+    if not acceptance.queued:
+        return jsonify({"status": "duplicate", "webhookId": webhook_id}), 200
     return jsonify({"status": "queued", "webhookId": webhook_id}), 202
+
+
+def _unreplicated(acceptance: Acceptance, wanted: int) -> bool:
+    """REDIS_MIN_REPLICAS_ACK: a 2xx means "on the primary and `wanted`
+    replicas". Fewer within the timeout: 503, Codat retries, and the retry
+    (a duplicate by then) waits for the replicas again."""
+    if acceptance.replicas_acked is None or acceptance.replicas_acked >= wanted:
+        return False
+    log.warning("webhook.not_replicated", replicas_acked=acceptance.replicas_acked, wanted=wanted)
+    ext = current_app.extensions["authflow"]
+    record_unreplicated(ext.redis, ext.store.keys.prefix)  # a 503 that waited anyway: no hurry
+    return True
 
 
 MAX_ID_CHARS = 200  # the key budget of `{p}:seen:{webhookId}`

@@ -40,7 +40,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None) -> Services:
         """Tests may pass `redis` (a fakeredis, or a private server)."""
-        redis = redis if redis is not None else connect(settings.redis_url)
+        redis = redis if redis is not None else connect(settings)
         keys = Keys(settings.key_prefix)
         store = CompanyStore(
             redis,

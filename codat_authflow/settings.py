@@ -121,6 +121,21 @@ def _data_types(raw: str | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _sentinels(raw: str | None) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (REDIS_SENTINELS); an IPv6 host in brackets."""
+    found = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, _, port = part.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS: {part!r} is not host:port")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -303,6 +318,18 @@ class Settings:
     connect_logo_url: str | None = None
     connect_accent_colour: str = "#1a56db"
     connect_creations_per_hour: int = 10
+    # Redis Sentinel (instead of REDIS_URL): where the sentinels are, the name of
+    # the monitored primary, passwords. REDIS_MIN_REPLICAS_ACK > 0: the receiver's
+    # 2xx waits (WAIT, at most REDIS_REPLICA_ACK_TIMEOUT_MS) for that many replicas.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "authflow"
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_password: str | None = field(default=None, repr=False)
+    redis_min_replicas_ack: int = 0
+    redis_replica_ack_timeout_ms: int = 200
+    # RQ workers: seconds a worker's registration outlives its last heartbeat
+    # (a SIGKILLed idle worker leaves /ops/rq and authflow_rq_workers after this).
+    rq_worker_ttl_seconds: int = 45
 
     @property
     def development(self) -> bool:
@@ -324,7 +351,13 @@ class Settings:
     @classmethod
     def _read(cls, read: _Reader) -> dict[str, Any]:
         env, number = read.env, read.number
-        redis_url, api_token = read.required("REDIS_URL"), read.required("API_TOKEN")
+        # With Sentinel (REDIS_SENTINELS), REDIS_URL is not needed.
+        sentinels = read(_sentinels, env.get("REDIS_SENTINELS"), fallback=())
+        with_sentinel = bool((env.get("REDIS_SENTINELS") or "").strip())
+        redis_url = (
+            (env.get("REDIS_URL") or "").strip() if with_sentinel else read.required("REDIS_URL")
+        )
+        api_token = read.required("API_TOKEN")
         secrets = read.required("CODAT_WEBHOOK_SECRETS")
         return dict(
             redis_url=redis_url and read(_redis_url, redis_url),
@@ -385,4 +418,11 @@ class Settings:
                 _colour, env, "CONNECT_ACCENT_COLOUR", "#1a56db", fallback="#1a56db"
             ),
             connect_creations_per_hour=number("CONNECT_CREATIONS_PER_HOUR", 10),
+            redis_sentinels=sentinels,
+            redis_sentinel_master=(env.get("REDIS_SENTINEL_MASTER") or "").strip() or "authflow",
+            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD") or None,
+            redis_password=env.get("REDIS_PASSWORD") or None,
+            redis_min_replicas_ack=number("REDIS_MIN_REPLICAS_ACK", 0, minimum=0),
+            redis_replica_ack_timeout_ms=number("REDIS_REPLICA_ACK_TIMEOUT_MS", 200),
+            rq_worker_ttl_seconds=number("RQ_WORKER_TTL_SECONDS", 45, minimum=20),
         )

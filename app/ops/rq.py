@@ -14,28 +14,24 @@ rq-dashboard 0.9 imports `six` without declaring it (pinned in pyproject).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from contextlib import suppress
 
 import rq_dashboard
 import rq_dashboard.web
 from flask import Flask, abort, current_app, request
+from redis.exceptions import RedisError
 from rq.job import Job
 
+from codat_authflow.redis_client import describe
+from codat_authflow.storage.rq_workers import prune_dead_workers
+
 URL_PREFIX = "/ops/rq"
-
-
-def display_url(redis_url: str) -> str:
-    """The Redis URL without credentials or query, as the dashboard shows it."""
-    parts = urlsplit(redis_url)
-    host = parts.hostname or "localhost"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def mount_rq_dashboard(app: Flask) -> None:
     services = app.extensions["authflow"]
     app.config.update(
-        RQ_DASHBOARD_REDIS_URL=[display_url(services.settings.redis_url)],
+        RQ_DASHBOARD_REDIS_URL=[describe(services.settings)],  # shown only
         RQ_DASHBOARD_DISABLE_DELETE=True,
         RQ_DASHBOARD_POLL_INTERVAL=2500,
     )
@@ -47,8 +43,18 @@ def mount_rq_dashboard(app: Flask) -> None:
     app.redis_conn = services.redis
     hooks = app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, [])
     hooks[:] = [hook for hook in hooks if hook is not rq_dashboard.web.push_rq_connection]
+    hooks.append(_prune_dead_workers)
     hooks.append(_post_only_requeue_all)
     hooks.append(_requeue_known_jobs_only)
+
+
+def _prune_dead_workers() -> None:
+    """Workers that died without unregistering are not shown once their key
+    expired (RQ_WORKER_TTL_SECONDS after their last heartbeat)."""
+    services = current_app.extensions["authflow"]
+    settings = services.settings
+    with suppress(RedisError):  # the dashboard reports Redis itself
+        prune_dead_workers(services.redis, (settings.queue_name, settings.delivery_queue_name))
 
 
 def _post_only_requeue_all() -> None:

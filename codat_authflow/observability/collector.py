@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, Worker
+from rq import Queue
 
 from codat_authflow.observability.metrics import (
     COUNTERS,
@@ -35,6 +35,7 @@ from codat_authflow.observability.metrics import (
     read_histograms,
 )
 from codat_authflow.storage.keys import Keys
+from codat_authflow.storage.rq_workers import prune_dead_workers
 from state_machine import CompanyState
 
 log = structlog.get_logger(__name__)
@@ -159,8 +160,9 @@ class AuthflowCollector(Collector):
         yield jobs
         yield GaugeMetricFamily(
             "authflow_rq_workers",
-            "RQ workers registered (alive within their heartbeat).",
-            value=Worker.count(connection=self.redis),
+            "RQ workers alive: registered, with a heartbeat within RQ_WORKER_TTL_SECONDS "
+            "(or within their job's timeout while they run one).",
+            value=prune_dead_workers(self.redis, self.queue_names),
         )
 
 

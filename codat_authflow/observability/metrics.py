@@ -124,6 +124,13 @@ WEBHOOKS_RECEIVED = Counter(
     tuple((o,) for o in WEBHOOK_OUTCOMES),
 )
 
+WEBHOOKS_UNREPLICATED = Counter(
+    "authflow_webhooks_unreplicated",
+    "Webhooks stored on the primary but answered 503 because fewer than "
+    "REDIS_MIN_REPLICAS_ACK replicas acknowledged them within REDIS_REPLICA_ACK_TIMEOUT_MS "
+    "(counted as queued or duplicate too; Codat retries).",
+)
+
 INBOX_EVENT_OUTCOMES = ("applied", "ignored", "rejected", "failed")
 INBOX_EVENTS = Counter(
     "authflow_inbox_events",
@@ -202,6 +209,7 @@ RECEIPT_TO_COMMIT = Histogram(
 
 COUNTERS: tuple[Counter, ...] = (
     WEBHOOKS_RECEIVED,
+    WEBHOOKS_UNREPLICATED,
     INBOX_EVENTS,
     TRANSITIONS,
     COMPANIES_CREATED,
@@ -281,6 +289,10 @@ def observe(redis: Redis, prefix: str, histogram: Histogram, value: float) -> bo
 
 def record_webhook(redis: Redis, prefix: str, outcome: str) -> bool:
     return increment(redis, prefix, WEBHOOKS_RECEIVED, outcome)
+
+
+def record_unreplicated(redis: Redis, prefix: str) -> bool:
+    return increment(redis, prefix, WEBHOOKS_UNREPLICATED)
 
 
 def webhook_outcome_counter(prefix: str) -> OutcomeCounter:

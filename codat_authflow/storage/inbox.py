@@ -58,6 +58,7 @@ class OutcomeCounter:
 class Acceptance:
     queued: bool  # False: the webhook id was already accepted (duplicate)
     drain_needed: bool  # True: no drain job is known to be queued; enqueue one
+    replicas_acked: int | None = None  # replicas that had it (None: not asked)
 
 
 def webhook_id_of(entry: StreamEntry) -> str:
@@ -79,17 +80,39 @@ class Inbox(StreamQueue):
         self.outcome_counter = outcome_counter
         self._accept = redis.register_script(_ACCEPT_SCRIPT)
 
-    def accept(self, webhook_id: str, body: bytes, received_at_ms: int) -> Acceptance:
+    def accept(
+        self,
+        webhook_id: str,
+        body: bytes,
+        received_at_ms: int,
+        *,
+        replicas: int = 0,
+        replica_timeout_ms: int = 0,
+    ) -> Acceptance:
         """Remember the id and store the body, atomically; or report a duplicate.
         With an `outcome_counter`, the outcome is counted in the same call (the
-        receiver's hot path makes one round trip to Redis, not two)."""
+        receiver's hot path makes one round trip to Redis, not two).
+
+        `replicas` > 0: then `WAIT replicas replica_timeout_ms` in the same
+        round trip, on the same connection (WAIT waits for that connection's
+        own writes), and `replicas_acked` says how many replicas have them.
+        A duplicate waits too: the script's counter increment is a write made
+        after the original's, so its acknowledgement covers the original."""
         keys = [self.keys.seen(webhook_id), self.keys.inbox, self.keys.drain_scheduled]
         args = [self.dedupe_ttl_seconds, webhook_id, received_at_ms, body, DRAIN_FLAG_TTL_SECONDS]
         if self.outcome_counter is not None:
             keys.append(self.outcome_counter.key)
             args += [self.outcome_counter.queued_field, self.outcome_counter.duplicate_field]
-        queued, drain_needed = self._accept(keys=keys, args=args)
-        return Acceptance(queued=bool(queued), drain_needed=bool(drain_needed))
+        if replicas <= 0:
+            queued, drain_needed = self._accept(keys=keys, args=args)
+            return Acceptance(queued=bool(queued), drain_needed=bool(drain_needed))
+        with self.redis.pipeline(transaction=False) as pipe:
+            self._accept(keys=keys, args=args, client=pipe)
+            pipe.wait(replicas, replica_timeout_ms)
+            (queued, drain_needed), acked = pipe.execute()
+        return Acceptance(
+            queued=bool(queued), drain_needed=bool(drain_needed), replicas_acked=int(acked)
+        )
 
     # The drain-scheduled flag: set, a receiver need not queue a drain job.
     # The receiver sets it (SET NX) when it queues one; the running drain

@@ -55,6 +55,7 @@ __all__ = [
     "ProcessError",
     "RedisBinaryNotFoundError",
     "RedisServer",
+    "SentinelTopology",
     "Stack",
     "app_env",
     "free_port",
@@ -65,6 +66,7 @@ __all__ = [
     "start_process",
     "start_redis",
     "start_rq_workers",
+    "start_sentinel_topology",
     "start_stack",
     "wait_for_http",
 ]
@@ -86,7 +88,11 @@ def app_env(redis_url: str, **overrides: str) -> dict[str, str]:
     plus `overrides`."""
     from devtools.stack import CONFIG_VARIABLES  # (it lists GUNICORN_CMD_ARGS too)
 
-    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in CONFIG_VARIABLES and name not in REDIS_CONFIG_VARIABLES
+    }
     env.update(
         REDIS_URL=redis_url,
         CODAT_WEBHOOK_SECRETS=TEST_WEBHOOK_SECRET,
@@ -98,6 +104,18 @@ def app_env(redis_url: str, **overrides: str) -> dict[str, str]:
     env.update(overrides)
     return env
 
+
+#: Redis settings of the app (codat_authflow/settings.py) that a developer's shell
+#: must not leak into the processes the tests start.
+REDIS_CONFIG_VARIABLES = (
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_PASSWORD",
+    "REDIS_MIN_REPLICAS_ACK",
+    "REDIS_REPLICA_ACK_TIMEOUT_MS",
+    "RQ_WORKER_TTL_SECONDS",
+)
 
 GUNICORN_READY_TIMEOUT = 20.0
 _PORT_ATTEMPTS = 3
@@ -619,3 +637,141 @@ def start_redis(
         server.close()
         raise
     return server
+
+
+# -- Redis Sentinel: a primary, a replica, three sentinels --------------------------
+
+SENTINEL_READY_TIMEOUT = 30.0
+
+
+@dataclass
+class SentinelTopology:
+    """A primary, a replica and ``len(sentinels)`` sentinels (``redis-server
+    <conf> --sentinel``, or valkey-server's), all our children on loopback.
+    ``env()`` gives the app's REDIS_SENTINELS/REDIS_SENTINEL_MASTER."""
+
+    master_name: str
+    primary: RedisServer
+    replica: RedisServer
+    sentinels: list[Process]
+    sentinel_ports: list[int]
+    data_dir: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REDIS_SENTINELS": ",".join(f"{LOOPBACK}:{port}" for port in self.sentinel_ports),
+            "REDIS_SENTINEL_MASTER": self.master_name,
+        }
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.sentinel_ports[index], socket_timeout=5)
+
+    def master_port(self, index: int = 0) -> int:
+        """The primary's port as sentinel ``index`` sees it now."""
+        with self.sentinel(index) as conn:
+            _host, port = conn.sentinel_get_master_addr_by_name(self.master_name)
+        return int(port)
+
+    def failover(self) -> None:
+        """``SENTINEL FAILOVER``: promote the replica now (no agreement needed)."""
+        with self.sentinel() as conn:
+            conn.execute_command("SENTINEL", "FAILOVER", self.master_name)
+
+    def wait_until_ready(self, timeout: float = SENTINEL_READY_TIMEOUT) -> None:
+        """Until every sentinel knows the primary, the replica (link up) and the
+        other sentinels, and agrees on the primary."""
+        deadline = time.monotonic() + timeout
+        others = len(self.sentinel_ports) - 1
+        state: object = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                ports, seen = set(), []
+                for index in range(len(self.sentinel_ports)):
+                    with self.sentinel(index) as conn:
+                        master = conn.sentinel_master(self.master_name)
+                    ports.add(int(master["port"]))
+                    seen.append((master["num-other-sentinels"], master["num-slaves"]))
+                state = (ports, seen)
+                if len(ports) == 1 and all(s == (others, 1) for s in seen):
+                    return
+            except redis.RedisError as exc:
+                state = exc
+            time.sleep(0.2)
+        raise ProcessError(f"sentinels not ready within {timeout:.0f}s: {state}")
+
+    @property
+    def processes(self) -> list[Process]:
+        redis_processes = [s.process for s in (self.primary, self.replica) if s.process]
+        return [*redis_processes, *self.sentinels]
+
+    def close(self) -> None:
+        for process in self.sentinels:
+            process.stop()
+        self.replica.close()
+        self.primary.close()
+
+
+def _replica_link_up(server: RedisServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with redis.Redis(host=LOOPBACK, port=server.port, socket_timeout=2) as conn:
+        while time.monotonic() < deadline:
+            if conn.info("replication").get("master_link_status") == "up":
+                return
+            time.sleep(0.1)
+    raise ProcessError(f"replica on {server.port} did not sync within {timeout:.0f}s")
+
+
+def start_sentinel_topology(
+    data_dir: Path,
+    *,
+    master_name: str = "authflow",
+    sentinels: int = 3,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 5000,
+) -> SentinelTopology:
+    """Start a persistent primary, its replica and ``sentinels`` sentinels
+    (quorum 2) on free loopback ports; return once they all agree."""
+    data_dir = Path(data_dir).resolve()
+    primary = start_redis(data_dir / "primary", persistent=True)
+    started: list[Process] = []
+    replica = None
+    try:
+        replica = start_redis(
+            data_dir / "replica",
+            persistent=True,
+            config={"replicaof": f"{LOOPBACK} {primary.port}"},
+        )
+        _replica_link_up(replica, REDIS_READY_TIMEOUT)
+        ports = []
+        for index in range(sentinels):
+            directory = data_dir / f"sentinel-{index}"
+            directory.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            conf = directory / "sentinel.conf"  # sentinels rewrite it: one each
+            conf.write_text(
+                f'port {port}\nbind {LOOPBACK}\ndaemonize no\ndir {directory}\nlogfile ""\n'
+                f"sentinel monitor {master_name} {LOOPBACK} {primary.port} 2\n"
+                f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+                f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {master_name} 1\n"
+            )
+            process = start_process(
+                [redis_binary(), str(conf), "--sentinel"],
+                dict(os.environ),
+                name="sentinel",
+                cwd=directory,
+                log_dir=directory,
+                parent_death_signal=signal.SIGTERM,
+            )
+            started.append(process)
+            ports.append(port)
+        topology = SentinelTopology(master_name, primary, replica, started, ports, data_dir)
+        topology.wait_until_ready()
+        return topology
+    except BaseException:
+        for process in started:
+            process.kill()
+        if replica is not None:
+            replica.close()
+        primary.close()
+        raise

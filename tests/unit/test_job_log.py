@@ -5,10 +5,13 @@ from __future__ import annotations
 import fakeredis
 import pytest
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from rq import Queue, Retry
 
 from codat_authflow.logs import configure_logging
 from codat_authflow.observability.metrics import read_counters
+from codat_authflow.redis_wait import RedisUnavailable
 from workers.worker import AuthflowWorker
 
 log = structlog.get_logger("tests.job")
@@ -59,3 +62,29 @@ def test_each_job_leaves_one_line_with_outcome_duration_and_a_count(caplog):
     assert jobs[("tests.unit.test_job_log.works", "finished")] == 1
     assert jobs[("tests.unit.test_job_log.fails", "failed")] == 2
     assert jobs[("tests.unit.test_job_log.fails", "retried")] == 1
+
+
+_server: fakeredis.FakeServer | None = None
+
+
+def loses_redis() -> None:
+    assert _server is not None
+    _server.connected = False  # Redis goes away in the middle of the job
+    raise RedisConnectionError("Connection refused")
+
+
+def test_a_job_cut_off_by_a_redis_outage_is_logged_interrupted_and_left_to_rq(caplog):
+    global _server
+    caplog.set_level("INFO")
+    _server = fakeredis.FakeServer()
+    redis = fakeredis.FakeRedis(server=_server)
+    queue = Queue("authflow", connection=redis)
+    job = queue.enqueue(loses_redis, retry=Retry(max=1))
+    with pytest.raises((RedisError, RedisUnavailable)):  # work() ends; serve() waits, re-enters
+        AuthflowWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
+    _server.connected = True
+
+    [line] = [line for line in job_lines(caplog) if line["job_id"] == job.id]
+    assert line["outcome"] == "interrupted" and line["level"] == "warning"
+    # Still "started" for RQ: its started-job registry hands it back (its Retry) later.
+    assert queue.started_job_registry.get_job_ids(cleanup=False) == [job.id]

@@ -1,0 +1,53 @@
+"""REDIS_MIN_REPLICAS_ACK against a real Redis (fakeredis has no WAIT): the
+receiver's 2xx waits for a replica; without one in time it answers 503,
+and the retry (a duplicate by then) waits again."""
+
+from __future__ import annotations
+
+import time
+
+import redis as redis_lib
+
+from app import create_app
+from tests.support.lifecycles import Lifecycle
+from tests.support.processes import TEST_WEBHOOK_SECRET, app_env, start_redis
+from tests.support.signing import encode_body, signed_headers
+
+
+def _post(client, raw: bytes, webhook_id: str):
+    headers = signed_headers(TEST_WEBHOOK_SECRET, raw, webhook_id=webhook_id)
+    return client.post("/webhooks/codat", data=raw, headers=headers)
+
+
+def _counter(conn, name: str) -> int:
+    return int(conn.hget(f"authflow:metrics:counter:{name}", "_") or 0)
+
+
+def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, redis_url, tmp_path):
+    env = app_env(redis_url, REDIS_MIN_REPLICAS_ACK="1", REDIS_REPLICA_ACK_TIMEOUT_MS="50")
+    client = create_app(env).test_client()
+    conn = redis_lib.Redis.from_url(redis_url)
+    raw = encode_body(Lifecycle().company("company.created"))
+
+    refused = _post(client, raw, "msg_replica_ack_1")
+    assert refused.status_code == 503, refused.json
+    assert refused.json["error"]["code"] == "storage_unavailable"
+    assert conn.xlen("authflow:inbox") == 1  # stored on the primary all the same
+    assert _counter(conn, "authflow_webhooks_unreplicated") == 1
+
+    replica = start_redis(
+        tmp_path / "replica", config={"replicaof": f"127.0.0.1 {redis_server.port}"}
+    )
+    try:
+        with redis_lib.Redis.from_url(replica.url) as replica_conn:
+            deadline = time.monotonic() + 10
+            while replica_conn.info("replication")["master_link_status"] != "up":
+                assert time.monotonic() < deadline, "the replica did not sync"
+                time.sleep(0.1)
+        retried = _post(client, raw, "msg_replica_ack_1")  # Codat's retry
+        assert retried.status_code == 200 and retried.json["status"] == "duplicate"
+        fresh = _post(client, encode_body(Lifecycle().company("company.created")), "msg_2")
+        assert fresh.status_code == 202, fresh.json
+        assert _counter(conn, "authflow_webhooks_unreplicated") == 1
+    finally:
+        replica.close()
