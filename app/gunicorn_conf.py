@@ -32,6 +32,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "64"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5  # seconds an idle keep-alive connection is kept
+#: gunicorn 27's control socket lives at one path per user ($HOME/.gunicorn/gunicorn.ctl):
+#: every gunicorn on a host (tests, benchmarks, a second stack) would take it over
+#: from the others. Nothing here uses it.
+control_socket_disable = True
 #: Seconds one read of a request body may wait for data (a quiet client lets go).
 BODY_READ_TIMEOUT = float(os.environ.get("GUNICORN_BODY_READ_TIMEOUT", "5"))
 
