@@ -60,7 +60,8 @@ def receive_codat_webhook():
     if request.mimetype != "application/json":
         return _reject(415, "unsupported_media_type", "Content-Type must be application/json")
 
-    headers = {name: request.headers[name] for name in HEADER_NAMES if name in request.headers}
+    environ = request.environ  # one lookup, not a header-map search per name
+    headers = {name: environ[key] for name, key in _ENVIRON_KEYS if key in environ}
     webhook_id = dedupe_id(webhook_id_of(headers))
     structlog.contextvars.bind_contextvars(webhook_id=webhook_id)
 
@@ -133,6 +134,9 @@ def _unreplicated(acceptance: Acceptance, wanted: int) -> bool:
     record_unreplicated(ext.redis, ext.store.keys.prefix)  # a 503 that waited anyway: no hurry
     return True
 
+
+#: The signature headers and their WSGI environ keys (`webhook-id` -> HTTP_WEBHOOK_ID).
+_ENVIRON_KEYS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in HEADER_NAMES)
 
 MAX_ID_CHARS = 200  # the key budget of `{p}:seen:{webhookId}`
 
