@@ -63,7 +63,6 @@ from pathlib import Path
 
 import redis as redis_lib
 
-from app import gunicorn_conf
 from perf.loadgen import LoadResult, build_request, percentile, run_load
 from perf.support import (
     app_env,
@@ -299,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = gunicorn_args(args)
     print("receiver benchmark: signed webhooks accepted per second vs bare Flask")
     print(
-        f"  gunicorn --config python:app.gunicorn_conf ({gunicorn_conf.worker_class}, "
-        f"{gunicorn_conf.threads} threads) --workers {args.workers} "
+        "  gunicorn --config python:app.gunicorn_conf (production's: gthread, GUNICORN_THREADS) "
+        f"--workers {args.workers} "
         f"{' '.join(extra) or '(the Procfile adds no option)'} (same for both apps); "
         f"{args.connections} connections from {args.clients} client process(es); "
         f"{args.duration:g} s x {args.rounds} rounds per configuration"
