@@ -91,7 +91,7 @@ def drain(ctx: Services) -> dict[str, int]:
         for name, value in counts.items():
             totals[name] += value
         if counts["notifications"]:
-            relay(ctx)  # at once, so subscribers hear of a change within milliseconds
+            relay(ctx, reclaim=False)  # at once: subscribers hear of a change in milliseconds
 
     entries = ctx.inbox.reclaim_abandoned(
         consumer,

@@ -114,18 +114,28 @@ def interrupted_attempt(started: float, now: float) -> Attempt:
     return Attempt(started, None, int(max(0.0, now - started) * 1000), INTERRUPTED)
 
 
-def commit(ctx: Services, settled: Sequence[Settled], *, succeeded: Sequence[str] = ()) -> None:
-    """Save the results in one transaction: records, the schedule (finished
-    ones leave it, retries are re-scored), metrics, and the subscriptions in
-    `succeeded` marked as not failing (their breaker closes). Then log them."""
+def commit(
+    ctx: Services,
+    settled: Sequence[Settled],
+    *,
+    succeeded: Sequence[str] = (),
+    count: bool = True,
+) -> None:
+    """Save the results: records, the schedule (finished ones leave it,
+    retries are re-scored), the subscriptions in `succeeded` marked as not
+    failing (their breaker closes), and (`count`) the metrics. Then log them.
+
+    Deliveries that all succeeded need no transaction: each record is written
+    before its schedule entry goes, and a claim that finds a finished record
+    only drops the entry. A retry or a dead letter is one transaction, so an
+    attempt is never both recorded and left to count as interrupted."""
     if not settled:
         return
     store = ctx.deliveries
     finished = [s.delivery.id for s in settled if s.delivery.status != "pending"]
     retries = {s.delivery.id: s.delivery.due_at for s in settled if s.delivery.status == "pending"}
-    outcomes = Counter(s.outcome for s in settled)
-    prefix = ctx.store.keys.prefix
-    with ctx.redis.pipeline(transaction=True) as pipe:
+    atomic = any(s.outcome != "delivered" for s in settled)
+    with ctx.redis.pipeline(transaction=atomic) as pipe:
         for item in settled:
             store.save(pipe, item.delivery, schedule=False)
         store.unschedule(pipe, finished)
@@ -134,12 +144,17 @@ def commit(ctx: Services, settled: Sequence[Settled], *, succeeded: Sequence[str
             pipe.hdel(store.started, *retries)
         for subscription_id in set(succeeded):
             ctx.subscriptions.record_success(subscription_id, pipe)
-        queue_updates(
-            pipe, [counter_update(prefix, DELIVERIES, (o,), n) for o, n in outcomes.items()]
-        )
+        if count:
+            queue_updates(pipe, metric_updates(ctx, settled))
         pipe.execute()
     for item in settled:
         _log(item)
+
+
+def metric_updates(ctx: Services, settled: Sequence[Settled]):
+    outcomes = Counter(s.outcome for s in settled)
+    prefix = ctx.store.keys.prefix
+    return [counter_update(prefix, DELIVERIES, (o,), n) for o, n in outcomes.items()]
 
 
 def _log(item: Settled) -> None:

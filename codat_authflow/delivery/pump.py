@@ -45,18 +45,23 @@ from codat_authflow.delivery.attempts import (
     commit,
     interrupted_attempt,
     make_attempt,
+    metric_updates,
     record_failures,
     schedule_wakeup,
     settle_attempt,
     settle_before_attempt,
 )
 from codat_authflow.jobs import enqueue_pump
+from codat_authflow.observability.metrics import write
 from codat_authflow.storage.deliveries import Delivery
 from codat_authflow.storage.subscriptions import Subscription
 
 log = structlog.get_logger(__name__)
 
-POLL_SECONDS = 0.02  # how often an idle or busy pump looks for due deliveries
+# How often a pump looks for due deliveries: every POLL_SECONDS while it finds
+# some, backing off to POLL_MAX_SECONDS while it finds none.
+POLL_SECONDS, POLL_MAX_SECONDS = 0.02, 0.05
+METRICS_FLUSH_SECONDS = 1.0
 SUBSCRIPTIONS_REFRESH_SECONDS = 1.0
 FLAG_REFRESH_SECONDS = 3.0
 # A delivery whose subscription is at its limit is due again after about as
@@ -93,6 +98,8 @@ class Pump:
         self.subscriptions_at = 0.0
         self.subscription_of: dict[str, str] = {}  # delivery id -> subscription id
         self.stats = PumpStats()
+        self.uncounted: list = []  # metric updates not written yet
+        self.counted_at = time.monotonic()
 
     # -- the loop ----------------------------------------------------------------
 
@@ -101,15 +108,16 @@ class Pump:
         idle_seconds = self.settings.delivery_pump_idle_ms / 1000
         self._hold_flag()
         flag_at = idle_since = time.monotonic()
-        next_claim = 0.0
+        next_claim, poll = 0.0, POLL_SECONDS
         while True:
             now = time.monotonic()
             if now >= deadline:
                 self._hand_over()
                 break
             if now >= next_claim and len(self.in_flight) < self.settings.delivery_concurrency:
-                full = self._claim_and_start()
-                next_claim = now if full else now + POLL_SECONDS
+                found = self._claim_and_start()
+                poll = POLL_SECONDS if found else min(POLL_MAX_SECONDS, poll * 1.5)
+                next_claim = now if found == "full" else now + poll
             if self.in_flight:
                 idle_since = now
                 self._collect(max(0.0, min(next_claim, deadline) - time.monotonic()))
@@ -122,6 +130,9 @@ class Pump:
             if time.monotonic() - flag_at >= FLAG_REFRESH_SECONDS:
                 self._hold_flag()
                 flag_at = time.monotonic()
+            if time.monotonic() - self.counted_at >= METRICS_FLUSH_SECONDS:
+                self._flush_metrics()
+        self._flush_metrics()
         self.executor.shutdown(wait=False)
         return {
             "claimed": self.stats.claimed,
@@ -129,6 +140,12 @@ class Pump:
             "deferred": self.stats.deferred,
             **self.stats.settled,
         }
+
+    def _flush_metrics(self) -> None:
+        updates, self.uncounted = self.uncounted, []
+        self.counted_at = time.monotonic()
+        if updates:
+            write(self.ctx.redis, updates)
 
     def _hold_flag(self) -> None:
         self.ctx.redis.set(self.ctx.store.keys.pump_scheduled, "1", ex=PUMP_FLAG_TTL_SECONDS)
@@ -162,21 +179,21 @@ class Pump:
         if item is None:  # already collected
             return
         try:
-            self._settle_done([(future, item)])
+            self._settle_done([(future, item)], late=True)
         except Exception as exc:  # the lease ends and the attempt counts as interrupted
             log.error("delivery.record_failed", delivery_id=item.delivery.id, error=repr(exc))
 
     # -- claiming ----------------------------------------------------------------
 
-    def _claim_and_start(self) -> bool:
+    def _claim_and_start(self) -> str | None:
         """Claim as many due deliveries as there are free threads; start the
-        ones their subscription allows, defer the others. True if the claim
-        was full (more may be due at once)."""
+        ones their subscription allows, defer the others. "full" if the claim
+        was full (more may be due at once), "some", or None."""
         free = self.settings.delivery_concurrency - len(self.in_flight)
         now = time.time()
         claimed = self.ctx.deliveries.claim(now, LEASE_SECONDS, free)
         if not claimed:
-            return False
+            return None
         self.stats.claimed += len(claimed)
         self._refresh_subscriptions()
         deferred: dict[str, float] = {}
@@ -199,7 +216,7 @@ class Pump:
                 if outcome is not None:
                     settled.append(outcome)
         self._write_deferred_and_settled(deferred, settled, now)
-        return len(claimed) >= free
+        return "full" if len(claimed) >= free else "some"
 
     def _start_or_settle(self, delivery, delivery_id_, previous, now, deferred):
         """One claimed delivery: gone or finished (dropped from the schedule),
@@ -275,7 +292,7 @@ class Pump:
         finished = [(f, self.in_flight.pop(f)) for f in done]
         self._settle_done(finished)
 
-    def _settle_done(self, finished: list[tuple[Future, _InFlight]]) -> None:
+    def _settle_done(self, finished: list[tuple[Future, _InFlight]], *, late=False) -> None:
         now = time.time()
         settled = []
         for future, item in finished:
@@ -288,11 +305,20 @@ class Pump:
                 log.error("delivery.send_error", delivery_id=item.delivery.id, error=repr(exc))
                 attempt = interrupted_attempt(now, now)
             settled.append(settle_attempt(self.ctx, item.delivery, attempt, now))
-        self._commit(settled, now)
+        self._commit(settled, now, late=late)
 
-    def _commit(self, settled: list[Settled], now: float) -> None:
-        succeeded = [s.delivery.subscription_id for s in settled if s.outcome == "delivered"]
-        commit(self.ctx, settled, succeeded=succeeded)
+    def _commit(self, settled: list[Settled], now: float, *, late: bool = False) -> None:
+        # A success clears the subscription's failure state, if it has any as
+        # far as this pump knows (its view is at most a second old, and
+        # refreshed after every failure it records).
+        succeeded = [
+            s.delivery.subscription_id
+            for s in settled
+            if s.outcome == "delivered" and self._failing(s.delivery.subscription_id)
+        ]
+        commit(self.ctx, settled, succeeded=succeeded, count=late)
+        if not late:
+            self.uncounted += metric_updates(self.ctx, settled)
         for item in settled:
             self.stats.settled[item.outcome] += 1
         if any(s.failed_attempt for s in settled):
@@ -301,10 +327,16 @@ class Pump:
         elif succeeded:
             self._close_breakers(succeeded)
 
+    def _failing(self, subscription_id: str) -> bool:
+        current = self.subscriptions.get(subscription_id)
+        return current is None or bool(
+            current.failing_since or current.breaker_failures or current.breaker_open_until
+        )
+
     def _close_breakers(self, subscription_ids: list[str]) -> None:
         for subscription_id in set(subscription_ids):
             current = self.subscriptions.get(subscription_id)
-            if current is not None and current.breaker_open_until is not None:
+            if current is not None:
                 self.subscriptions[subscription_id] = replace(
                     current, breaker_failures=0, breaker_open_until=None, failing_since=None
                 )
