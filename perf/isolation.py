@@ -12,9 +12,10 @@ Run from the repository root::
 The stack and the load are perf/e2e_latency.py's (its open-loop sender and
 plan: happy_path lifecycles, a new company every 25 ms, its events 0.5 s
 apart; a private Redis, gunicorn 2 workers, 2 `python -m workers`, LOG_LEVEL
-INFO, production's delivery settings), with two subscriptions to every event
-type (`*`): a healthy `tests.support.subscriber.Subscriber`, and one that
-answers each request after 10 s (the sender's cap: every attempt to it times
+INFO, production's delivery settings), with two subscriptions to `company.ready`
+(`--event-types '*'`: to every notification): a healthy
+`tests.support.subscriber.Subscriber`, and one that answers each request after
+10 s (the sender's cap: every attempt to it times
 out). Measured per company: from the latest 2xx among its 5 webhooks to the
 healthy subscriber's receipt of its `company.ready`. Also reported: requests
 the hanging subscriber received, its breaker state (`GET /api/subscriptions/
@@ -56,9 +57,9 @@ AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 HANG_SECONDS = 10.0
 
 
-def subscribe(client: httpx.Client, base: str, subscriber: Subscriber) -> dict:
+def subscribe(client: httpx.Client, base: str, subscriber: Subscriber, types: list[str]) -> dict:
     answer = client.post(
-        f"{base}/api/subscriptions", headers=AUTH, json={"url": subscriber.url, "eventTypes": ["*"]}
+        f"{base}/api/subscriptions", headers=AUTH, json={"url": subscriber.url, "eventTypes": types}
     )
     answer.raise_for_status()
     subscriber.set(secret=answer.json()["secret"])
@@ -109,10 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=25.0, help="steady seconds (25)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds left out (3)")
     parser.add_argument("--gap", type=float, default=0.5, help="seconds between a company's events")
+    parser.add_argument(
+        "--event-types",
+        default="company.ready",
+        help="both subscriptions' event types, comma-separated (company.ready, as "
+        "perf.e2e_latency; '*': every notification, about one per webhook)",
+    )
+    parser.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=HANG_SECONDS,
+        help="how long the second subscriber hangs (10; 0: it is healthy too, the baseline)",
+    )
     args = parser.parse_args(argv)
     args.probe_rate = 1.0  # the e2e plan's direct probes (to the healthy subscriber): few
     log_dir = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
-    print("isolation: one subscriber hanging 10 s per request, one healthy, both '*'")
+    print(
+        f"isolation: one subscriber hanging {args.hang_seconds:g} s per request, one healthy, "
+        f"both subscribed to {args.event_types}"
+    )
     print(
         f"  {args.rate:g} webhooks/s open loop, {args.warmup:g} s warm-up + {args.duration:g} s "
         f"measured; gunicorn 2 workers + 2 x python -m workers; code {code_version()}; "
@@ -128,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             processes = [*workers, web]
             wait_idle(conn, workers, QUEUE)
             with httpx.Client(trust_env=False, timeout=10) as client:
-                good = subscribe(client, web.url, healthy)
-                bad = subscribe(client, web.url, hung)
-                hung.set(mode="hang", hang_seconds=HANG_SECONDS)
+                types = args.event_types.split(",")
+                good = subscribe(client, web.url, healthy, types)
+                bad = subscribe(client, web.url, hung, types)
+                if args.hang_seconds > 0:
+                    hung.set(mode="hang", hang_seconds=args.hang_seconds)
                 web_port = int(web.url.rsplit(":", 1)[1])
                 plan = make_plan(args, web_port, healthy.port, good["secret"])
                 sent = send_plan(

@@ -29,8 +29,9 @@ flag), briefly two at a hand-over.
 
 from __future__ import annotations
 
+import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
@@ -51,6 +52,7 @@ from codat_authflow.delivery.attempts import (
     settle_attempt,
     settle_before_attempt,
 )
+from codat_authflow.delivery.sender import TOTAL_TIMEOUT_SECONDS
 from codat_authflow.jobs import enqueue_pump
 from codat_authflow.observability.metrics import write
 from codat_authflow.storage.deliveries import Delivery
@@ -66,8 +68,13 @@ SUBSCRIPTIONS_REFRESH_SECONDS = 1.0
 FLAG_REFRESH_SECONDS = 3.0
 # A delivery whose subscription is at its limit is due again after about as
 # long as its oldest attempt in flight has been running, within these bounds.
-AT_LIMIT_DEFER_MIN, AT_LIMIT_DEFER_MAX = 0.05, 2.0
+AT_LIMIT_DEFER_MIN, AT_LIMIT_DEFER_MAX = 0.25, 2.0
 SUBSCRIPTION_OF_MAX = 100_000
+CLAIM_AT_LEAST = 64
+# Deliveries of a busy subscription (at its limit) kept by the pump for its
+# next free slot, at most this many and this long (well within the lease).
+HOLD_PER_SUBSCRIPTION = 32
+HOLD_SECONDS = 5.0
 
 
 @dataclass
@@ -97,6 +104,8 @@ class Pump:
         self.subscriptions: dict[str, Subscription] = {}
         self.subscriptions_at = 0.0
         self.subscription_of: dict[str, str] = {}  # delivery id -> subscription id
+        self.saw_blocked = False  # the last claim held deliveries that had to wait
+        self.held: dict[str, deque] = defaultdict(deque)  # claimed, waiting for a slot
         self.stats = PumpStats()
         self.uncounted: list = []  # metric updates not written yet
         self.counted_at = time.monotonic()
@@ -118,6 +127,7 @@ class Pump:
                 found = self._claim_and_start()
                 poll = POLL_SECONDS if found else min(POLL_MAX_SECONDS, poll * 1.5)
                 next_claim = now if found == "full" else now + poll
+            self._start_held()
             if self.in_flight:
                 idle_since = now
                 self._collect(max(0.0, min(next_claim, deadline) - time.monotonic()))
@@ -132,6 +142,7 @@ class Pump:
                 flag_at = time.monotonic()
             if time.monotonic() - self.counted_at >= METRICS_FLUSH_SECONDS:
                 self._flush_metrics()
+        self._give_back_held()
         self._flush_metrics()
         self.executor.shutdown(wait=False)
         return {
@@ -167,6 +178,7 @@ class Pump:
     def _hand_over(self) -> None:
         """Time is up: a fresh job takes over (the flag stays held for it);
         attempts still in flight record their own outcome when they end."""
+        self._give_back_held()
         due = self.ctx.deliveries.next_due()
         if due is not None:
             self._hold_flag()
@@ -191,21 +203,35 @@ class Pump:
         was full (more may be due at once), "some", or None."""
         free = self.settings.delivery_concurrency - len(self.in_flight)
         now = time.time()
-        claimed = self.ctx.deliveries.claim(now, LEASE_SECONDS, free)
+        # More than the free threads: a backlog of deliveries that must wait
+        # (a subscription at its limit or with its breaker open) is put back
+        # in bulk, without holding up the others behind it.
+        asked = max(free, CLAIM_AT_LEAST) if self.saw_blocked else free
+        claimed = self.ctx.deliveries.claim(now, LEASE_SECONDS, asked)
         if not claimed:
             return None
         self.stats.claimed += len(claimed)
         self._refresh_subscriptions()
         deferred: dict[str, float] = {}
-        # Known subscriptions first: at their limit, deferred without a read.
+        # Known subscriptions first: blocked ones are deferred without a read,
+        # and past the free threads the rest go back, due now.
         to_read = []
+        blocked = 0
         for delivery_id_, previous in claimed:
-            subscription_id = self.subscription_of.get(delivery_id_)
-            until = self._blocked_until(subscription_id, now) if subscription_id else None
-            if until is not None and previous is None:
-                deferred[delivery_id_] = until
-            else:
-                to_read.append((delivery_id_, previous))
+            if previous is None:
+                subscription_id = self.subscription_of.get(delivery_id_)
+                until = self._blocked_until(subscription_id, now) if subscription_id else None
+                if until is not None and self._can_hold(subscription_id, now):
+                    until = None  # read it: it waits here for a slot of its subscription
+                elif until is None and free <= 0:
+                    until = now
+                else:
+                    free -= until is None
+                blocked += until is not None and until > now
+                if until is not None:
+                    deferred[delivery_id_] = until
+                    continue
+            to_read.append((delivery_id_, previous))
         settled: list[Settled] = []
         if to_read:
             records = {d.id: d for d in self.ctx.deliveries.get_many(i for i, _ in to_read)}
@@ -216,7 +242,9 @@ class Pump:
                 if outcome is not None:
                     settled.append(outcome)
         self._write_deferred_and_settled(deferred, settled, now)
-        return "full" if len(claimed) >= free else "some"
+        self.saw_blocked = blocked > 0
+        # Claim again at once only if this claim was full of deliveries that could go.
+        return "full" if len(claimed) >= asked and len(deferred) < len(claimed) else "some"
 
     def _start_or_settle(self, delivery, delivery_id_, previous, now, deferred):
         """One claimed delivery: gone or finished (dropped from the schedule),
@@ -233,11 +261,62 @@ class Pump:
         if settled is not None:
             return settled
         until = self._blocked_until(delivery.subscription_id, now)
-        if until is not None:
-            deferred[delivery.id] = until
-            return None
-        self._start(delivery, subscription)
+        if until is None and len(self.in_flight) < self.settings.delivery_concurrency:
+            self._start(delivery, subscription)
+        elif until is not None and self._can_hold(delivery.subscription_id, now):
+            self.held[delivery.subscription_id].append((delivery, time.monotonic()))
+        else:
+            deferred[delivery.id] = until if until is not None else now
         return None
+
+    def _can_hold(self, subscription_id: str, now: float) -> bool:
+        """A subscription at its limit with a closed breaker (a busy, healthy
+        one): a few of its deliveries wait here for its next free slot, instead
+        of going back to the schedule and being claimed again and again."""
+        subscription = self.subscriptions.get(subscription_id)
+        return (
+            subscription is not None
+            and subscription.breaker_state(now) == "closed"
+            and len(self.held.get(subscription_id, ())) < HOLD_PER_SUBSCRIPTION
+        )
+
+    def _start_held(self) -> None:
+        """Start held deliveries whose subscription has a free slot; give back
+        to the schedule those held too long (their subscription is slow), and
+        all of a subscription whose breaker opened meanwhile."""
+        if not self.held:
+            return
+        now, clock = time.time(), time.monotonic()
+        back: dict[str, float] = {}
+        for subscription_id in list(self.held):
+            queue = self.held[subscription_id]
+            subscription = self.subscriptions.get(subscription_id)
+            if subscription is None or subscription.breaker_state(now) != "closed":
+                until = self._blocked_until(subscription_id, now) or now
+                back.update((d.id, until) for d, _ in queue)
+                queue.clear()
+            while queue and len(self.in_flight) < self.settings.delivery_concurrency:
+                if self._blocked_until(subscription_id, now) is not None:
+                    break
+                delivery, _ = queue.popleft()
+                self._start(delivery, subscription)
+            while queue and clock - queue[0][1] > HOLD_SECONDS:
+                back[queue.popleft()[0].id] = now + AT_LIMIT_DEFER_MAX
+            if not queue:
+                del self.held[subscription_id]
+        self._defer(back)
+
+    def _give_back_held(self) -> None:
+        now = time.time()
+        self._defer({d.id: now for queue in self.held.values() for d, _ in queue})
+        self.held.clear()
+
+    def _defer(self, until: dict[str, float]) -> None:
+        if until:
+            self.stats.deferred += len(until)
+            with self.ctx.redis.pipeline(transaction=False) as pipe:
+                self.ctx.deliveries.defer(pipe, until)
+                pipe.execute()
 
     def _write_deferred_and_settled(self, deferred, settled, now) -> None:
         if deferred:
@@ -266,12 +345,16 @@ class Pump:
         if subscription is None:
             return None  # deleted or not seen yet: read, and cancelled if deleted
         state = subscription.breaker_state(now)
-        if state == "open":
-            return subscription.breaker_open_until
+        if state == "open":  # spread, so that they do not all come due at once; when a
+            # probe succeeds, they are all due again at once (`_commit`: resume)
+            spread = self.settings.delivery_breaker_cooldown_seconds * random.uniform(0, 2)
+            return subscription.breaker_open_until + spread
         limit = 1 if state == "half_open" else self.settings.delivery_max_in_flight
         starts = self.per_subscription.get(subscription_id)
         if not starts or len(starts) < limit:
             return None
+        if state == "half_open":  # after the probe's outcome (resumed if it succeeds)
+            return now + random.uniform(1, 2) * TOTAL_TIMEOUT_SECONDS
         running = time.monotonic() - min(starts)
         return now + min(AT_LIMIT_DEFER_MAX, max(AT_LIMIT_DEFER_MIN, running))
 
@@ -291,6 +374,7 @@ class Pump:
         # Whatever else finishes within a moment is recorded in the same transaction.
         finished = [(f, self.in_flight.pop(f)) for f in done]
         self._settle_done(finished)
+        self._start_held()
 
     def _settle_done(self, finished: list[tuple[Future, _InFlight]], *, late=False) -> None:
         now = time.time()
@@ -321,6 +405,10 @@ class Pump:
             self.uncounted += metric_updates(self.ctx, settled)
         for item in settled:
             self.stats.settled[item.outcome] += 1
+        for subscription_id in set(succeeded):  # a breaker closed: its deliveries resume
+            current = self.subscriptions.get(subscription_id)
+            if current is None or current.breaker_open_until is not None:
+                self.ctx.deliveries.resume(subscription_id, now)
         if any(s.failed_attempt for s in settled):
             record_failures(self.ctx, settled, now)
             self._refresh_subscriptions(force=True)  # the breaker may have opened

@@ -108,11 +108,36 @@ return out
 """
 
 
+# KEYS: a subscription's delivery index, the schedule, the started hash. ARGV: now
+_RESUME_SCRIPT = """
+local moved = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local score = redis.call('ZSCORE', KEYS[2], id)
+  if score and tonumber(score) > tonumber(ARGV[1]) and redis.call('HEXISTS', KEYS[3], id) == 0 then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
 class DeliveryStore:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
         self._claim = redis.register_script(_CLAIM_SCRIPT)
+        self._resume = redis.register_script(_RESUME_SCRIPT)
+
+    def resume(self, subscription_id: str, now: float) -> int:
+        """A subscription's breaker closed: its pending deliveries (of its
+        latest KEEP_PER_SUBSCRIPTION) waiting in the schedule are due now,
+        except any claimed at the moment. Returns how many."""
+        return int(
+            self._resume(
+                keys=[self.index(subscription_id), self.pending, self.started], args=[repr(now)]
+            )
+        )
 
     def key(self, delivery_id_: str) -> str:
         return self.keys.delivery(delivery_id_)
