@@ -266,16 +266,22 @@ def make_attempt(
     return Attempt(now, result.status_code, result.latency_ms, error)
 
 
+def ensure_pump(ctx: Services, now: float | None = None) -> bool:
+    """If a delivery is due and no pump is scheduled, queue one. True if queued."""
+    now = time.time() if now is None else now
+    due = ctx.deliveries.next_due()
+    if due is None or due > now:
+        return False
+    return request_pump(ctx)
+
+
 def sweep_deliveries(ctx: Services, *, now: float | None = None) -> bool:
     """The clock's part: prune expired dead letters, and if a delivery is due
     (a retry, or one whose pump died and whose lease ended) while no pump is
     scheduled, queue one. Returns True if it queued a pump."""
     now = time.time() if now is None else now
     ctx.deliveries.prune_dead_letters(now)
-    due = ctx.deliveries.next_due()
-    if due is None or due > now:
-        return False
-    return request_pump(ctx)
+    return ensure_pump(ctx, now)
 
 
 def replay_dead_letters(
