@@ -15,8 +15,33 @@ from rq import Queue, Retry
 
 DRAIN_JOB = "workers.jobs.drain_inbox"
 DRAIN_JOB_TIMEOUT_SECONDS = 60  # a drain stops reading after DRAIN_MAX_SECONDS
-DELIVER_JOB = "workers.notify.deliver"
+DELIVER_JOB = "workers.notify.deliver"  # one attempt (jobs queued before the pump existed)
 DELIVER_JOB_TIMEOUT_SECONDS = 20  # the HTTP exchange itself is capped at 10 s
+PUMP_JOB = "workers.notify.pump"
+# A pump claims for at most DELIVERY_PUMP_MAX_SECONDS (<= 30) and never waits
+# for an attempt still in flight when it hands over.
+PUMP_JOB_TIMEOUT_SECONDS = 60
+
+
+def enqueue_pump(redis: Redis, queue_name: str, *, at: float | None = None) -> None:
+    """Queue a delivery pump (codat_authflow/delivery/pump.py), now (callers
+    hold the pump-scheduled flag: `codat_authflow.delivery.attempts.request_pump`)
+    or at the time `at` (RQ's scheduler: a retry or a breaker's probe)."""
+    queue = Queue(queue_name, connection=redis)
+    job = queue.create_job(
+        PUMP_JOB,
+        timeout=PUMP_JOB_TIMEOUT_SECONDS,
+        result_ttl=60,  # not 0: see enqueue_attempt
+        failure_ttl=7 * 24 * 3600,
+        description="send due deliveries to subscribers",
+        # A pump whose worker died is handed back by RQ; the deliveries it had
+        # claimed come back to the schedule when their lease ends either way.
+        retry=Retry(max=3, interval=[1, 5, 30]),
+    )
+    if at is None:
+        queue.enqueue_job(job)
+    else:
+        queue.schedule_job(job, datetime.fromtimestamp(at, UTC))
 
 
 def enqueue_drain(redis: Redis, queue_name: str) -> None:

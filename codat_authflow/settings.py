@@ -257,6 +257,23 @@ def settings_or_exit(program: str, env: Mapping[str, str] | None = None) -> Sett
         raise SystemExit(2) from None
 
 
+def _delivery_settings(read: _Reader) -> dict[str, int]:
+    number = read.number
+    values = {
+        "delivery_concurrency": number("DELIVERY_CONCURRENCY", 16),
+        "delivery_max_in_flight": number("DELIVERY_MAX_IN_FLIGHT_PER_SUBSCRIPTION", 4),
+        "delivery_breaker_failures": number("DELIVERY_BREAKER_FAILURES", 5),
+        "delivery_breaker_cooldown_seconds": number("DELIVERY_BREAKER_COOLDOWN_SECONDS", 15),
+        "delivery_pump_max_seconds": number("DELIVERY_PUMP_MAX_SECONDS", 20),
+        "delivery_pump_idle_ms": number("DELIVERY_PUMP_IDLE_MS", 500),
+    }
+    if values["delivery_pump_max_seconds"] > 30:  # its RQ job times out at 60 s
+        got = values["delivery_pump_max_seconds"]
+        read.problems.append(f"DELIVERY_PUMP_MAX_SECONDS: must be at most 30, got {got}")
+        values["delivery_pump_max_seconds"] = 20
+    return values
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str
@@ -282,6 +299,14 @@ class Settings:
     delivery_schedule: tuple[int, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     rq_maintenance_interval_seconds: int = 15
     sweep_interval_seconds: int = 10
+    # The delivery pump (codat_authflow/delivery/pump.py): attempts in flight per
+    # pump and per subscription, the circuit breaker, how long a pump job runs.
+    delivery_concurrency: int = 16
+    delivery_max_in_flight: int = 4
+    delivery_breaker_failures: int = 5
+    delivery_breaker_cooldown_seconds: int = 15
+    delivery_pump_max_seconds: int = 20
+    delivery_pump_idle_ms: int = 500
     # Codat's Platform API (the authorization journey) and reconciliation.
     codat_api_key: str | None = field(default=None, repr=False)
     codat_base_url: str = "https://api.codat.io"
@@ -381,6 +406,7 @@ class Settings:
             delivery_schedule=read(_schedule, env.get("DELIVERY_RETRY_SCHEDULE")),
             rq_maintenance_interval_seconds=number("RQ_MAINTENANCE_INTERVAL_SECONDS", 15),
             sweep_interval_seconds=number("SWEEP_INTERVAL_SECONDS", 10),
+            **_delivery_settings(read),
             codat_api_key=(env.get("CODAT_API_KEY") or "").strip() or None,
             codat_base_url=(
                 read(_url, env, "CODAT_BASE_URL", "https://api.codat.io", fallback="") or ""

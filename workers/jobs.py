@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import structlog
 
 from codat_authflow.bootstrap import Services
+from codat_authflow.delivery.attempts import ensure_pump
 from codat_authflow.delivery.relay import relay
 from codat_authflow.jobs import enqueue_drain
 from codat_authflow.journey.rate_limit import (
@@ -91,7 +92,7 @@ def drain(ctx: Services) -> dict[str, int]:
         for name, value in counts.items():
             totals[name] += value
         if counts["notifications"]:
-            relay(ctx)  # at once, so subscribers hear of a change within milliseconds
+            relay(ctx, reclaim=False)  # at once: subscribers hear of a change in milliseconds
 
     entries = ctx.inbox.reclaim_abandoned(
         consumer,
@@ -122,6 +123,8 @@ def drain(ctx: Services) -> dict[str, int]:
             process(entries)  # a receiver has queued a new drain: it takes over after these
             break
     relay(ctx)  # whatever else is waiting: API changes, a relay that died midway
+    # Deliveries due with no pump scheduled (workers restarted, no clock yet).
+    ensure_pump(ctx)
     return totals
 
 

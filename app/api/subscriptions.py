@@ -6,6 +6,7 @@ POST/GET/PATCH/DELETE `/api/subscriptions[/<id>]`, `POST .../rotate-secret`,
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,6 +85,12 @@ class ReplaySchema(Schema):
 # -- responses (documentation) ------------------------------------------------------
 
 
+class BreakerOut(Schema):
+    state = fields.String(metadata={"description": "closed, open or half_open (one probe)"})
+    consecutiveFailures = fields.Integer()
+    openUntil = fields.String(allow_none=True)
+
+
 class SubscriptionOut(Schema):
     id = fields.String()
     url = fields.String()
@@ -93,6 +100,7 @@ class SubscriptionOut(Schema):
     disabledReason = fields.String(allow_none=True)
     failingSince = fields.String(allow_none=True)
     createdAt = fields.String()
+    breaker = fields.Nested(BreakerOut)
 
 
 class SubscriptionCreated(SubscriptionOut):
@@ -168,6 +176,11 @@ def subscription_view(subscription: Subscription) -> dict[str, Any]:
         "disabledReason": subscription.disabled_reason,
         "failingSince": _iso(subscription.failing_since),
         "createdAt": _iso(subscription.created_at),
+        "breaker": {
+            "state": subscription.breaker_state(time.time()),
+            "consecutiveFailures": subscription.breaker_failures,
+            "openUntil": _iso(subscription.breaker_open_until),
+        },
     }
 
 

@@ -90,7 +90,46 @@ class AuthflowCollector(Collector):
             family.add_metric([], buckets, value.sum)
             yield family
         yield from self._data_gauges()
+        yield from self._delivery_gauges()
         yield from self._rq_gauges()
+
+    def _delivery_gauges(self) -> Iterator[Metric]:
+        keys = self.keys
+        ids = [i.decode() for i in self.redis.zrange(keys.subscriptions, 0, -1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.pending_deliveries)
+            pipe.hlen(keys.started_deliveries)
+            for subscription_id in ids:
+                pipe.hmget(
+                    keys.subscription(subscription_id), "breaker_failures", "breaker_open_until"
+                )
+            scheduled, in_flight, *breakers = pipe.execute()
+        yield GaugeMetricFamily(
+            "authflow_deliveries_scheduled",
+            "Pending deliveries in the schedule (due, waiting for a retry, or in flight).",
+            value=scheduled,
+        )
+        yield GaugeMetricFamily(
+            "authflow_deliveries_in_flight",
+            "Deliveries claimed by a pump whose attempt has not been recorded yet.",
+            value=in_flight,
+        )
+        state = GaugeMetricFamily(
+            "authflow_subscription_breaker_open",
+            "1 while a subscription's circuit breaker is open or half open (one probe at a "
+            "time), 0 when closed.",
+            labels=["subscription"],
+        )
+        failures = GaugeMetricFamily(
+            "authflow_subscription_consecutive_failures",
+            "Consecutive failed delivery attempts per subscription (the breaker's count).",
+            labels=["subscription"],
+        )
+        for subscription_id, (count, open_until) in zip(ids, breakers, strict=True):
+            state.add_metric([subscription_id], 1 if open_until else 0)
+            failures.add_metric([subscription_id], int(count or 0))
+        yield state
+        yield failures
 
     def _data_gauges(self) -> Iterator[Metric]:
         keys = self.keys

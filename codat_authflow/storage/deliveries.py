@@ -1,11 +1,15 @@
 """Deliveries of notifications to subscriptions, with every attempt.
 
-One JSON document per delivery (`{p}:delivery:{id}`), written only by the job
-currently responsible for it; a sorted set per subscription lists its
-deliveries (newest kept); a sorted set holds the dead letters; another holds
-the pending ones, scored by when their next attempt is due (or when the one
-in flight started), so that the clock's sweep can find those whose job was
-lost (codat_authflow/delivery/attempts.py, `sweep_deliveries`).
+One JSON document per delivery (`{p}:delivery:{id}`), written only by the
+pump that holds its lease; a sorted set per subscription lists its
+deliveries (newest kept); a sorted set holds the dead letters; another,
+`{p}:deliveries:pending`, is the schedule: every pending delivery, scored by
+when its next attempt is due. A pump (codat_authflow/delivery/pump.py) claims
+due ones with one Lua script (`claim`): their score becomes the end of a
+lease, so no other pump takes them, and `{p}:deliveries:started` remembers
+when each attempt began. An attempt whose pump died leaves both behind: when
+the lease ends the delivery is due again, and the next claim reports that its
+previous attempt was interrupted, which then counts as a failed attempt.
 """
 
 from __future__ import annotations
@@ -82,10 +86,58 @@ class Delivery:
         return replace(self, attempts=(*self.attempts, attempt))
 
 
+# KEYS: the schedule (sorted set), the started hash
+# ARGV: now, lease (s), how many at most
+_CLAIM_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if #ids == 0 then return {} end
+local previous = redis.call('HMGET', KEYS[2], unpack(ids))
+local leased, started, out = {}, {}, {}
+local until_ = tostring(tonumber(ARGV[1]) + tonumber(ARGV[2]))
+for i, id in ipairs(ids) do
+  leased[#leased + 1] = until_
+  leased[#leased + 1] = id
+  started[#started + 1] = id
+  started[#started + 1] = ARGV[1]
+  out[#out + 1] = id
+  out[#out + 1] = previous[i] or ''
+end
+redis.call('ZADD', KEYS[1], unpack(leased))
+redis.call('HSET', KEYS[2], unpack(started))
+return out
+"""
+
+
+# KEYS: a subscription's delivery index, the schedule, the started hash. ARGV: now
+_RESUME_SCRIPT = """
+local moved = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local score = redis.call('ZSCORE', KEYS[2], id)
+  if score and tonumber(score) > tonumber(ARGV[1]) and redis.call('HEXISTS', KEYS[3], id) == 0 then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
 class DeliveryStore:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
+        self._claim = redis.register_script(_CLAIM_SCRIPT)
+        self._resume = redis.register_script(_RESUME_SCRIPT)
+
+    def resume(self, subscription_id: str, now: float) -> int:
+        """A subscription's breaker closed: its pending deliveries (of its
+        latest KEEP_PER_SUBSCRIPTION) waiting in the schedule are due now,
+        except any claimed at the moment. Returns how many."""
+        return int(
+            self._resume(
+                keys=[self.index(subscription_id), self.pending, self.started], args=[repr(now)]
+            )
+        )
 
     def key(self, delivery_id_: str) -> str:
         return self.keys.delivery(delivery_id_)
@@ -111,34 +163,88 @@ class DeliveryStore:
             return []
         return [Delivery.from_json(r) for r in self.redis.mget([self.key(i) for i in ids]) if r]
 
-    def save(self, pipe: Pipeline, delivery: Delivery, *, new: bool = False) -> None:
+    @property
+    def started(self) -> str:
+        return self.keys.started_deliveries
+
+    def save(
+        self,
+        pipe: Pipeline,
+        delivery: Delivery,
+        *,
+        new: bool = False,
+        trim: bool = True,
+        schedule: bool = True,
+    ) -> None:
+        """Write `delivery` and keep the indexes in step: a finished one expires
+        and leaves the schedule, a pending one is (re)scheduled at its `due_at`.
+        `trim=False`: the caller trims the subscription's index itself (once
+        per batch, `trim_index`); `schedule=False`: the caller updates the
+        schedule and the started hash itself (in bulk)."""
         key = self.key(delivery.id)
-        pipe.set(key, delivery.to_json())
+        finished = delivery.status in ("delivered", "cancelled", "dead")
+        # A plain SET also drops any TTL the key had (a replayed dead letter).
+        pipe.set(key, delivery.to_json(), ex=FINISHED_TTL_SECONDS if finished else None)
         if new:
             index = self.index(delivery.subscription_id)
             pipe.zadd(index, {delivery.id: delivery.created_at})
-            pipe.zremrangebyrank(index, 0, -KEEP_PER_SUBSCRIPTION - 1)
+            if trim:
+                self.trim_index(pipe, delivery.subscription_id)
         if delivery.status == "dead":
             pipe.zadd(
                 self.dead, {delivery.id: delivery.attempts[-1].at if delivery.attempts else 0}
             )
-        else:
+        elif not new and delivery.replays:  # only a replayed delivery was ever dead
             pipe.zrem(self.dead, delivery.id)
-        if delivery.status in ("delivered", "cancelled", "dead"):
-            pipe.expire(key, FINISHED_TTL_SECONDS)
+        if not schedule:
+            return
+        if finished:
             pipe.zrem(self.pending, delivery.id)
+            if not new:
+                pipe.hdel(self.started, delivery.id)
         else:
-            pipe.persist(key)
             pipe.zadd(self.pending, {delivery.id: delivery.due_at})
+            if not new:
+                pipe.hdel(self.started, delivery.id)
 
-    def overdue(self, before: float, limit: int = 500) -> list[Delivery]:
-        """Pending deliveries whose attempt was due (or started) before `before`."""
-        ids = self.redis.zrangebyscore(self.pending, "-inf", before, start=0, num=limit)
-        found = self.get_many(i.decode() for i in ids)
-        gone = {i.decode() for i in ids} - {d.id for d in found}
-        if gone:  # expired or deleted records: nothing left to sweep
-            self.redis.zrem(self.pending, *gone)
-        return [d for d in found if d.status == "pending" and d.due_at < before]
+    def trim_index(self, pipe: Pipeline, subscription_id: str) -> None:
+        pipe.zremrangebyrank(self.index(subscription_id), 0, -KEEP_PER_SUBSCRIPTION - 1)
+
+    # -- the schedule ------------------------------------------------------------
+
+    def claim(self, now: float, lease_seconds: float, limit: int) -> list[tuple[str, float | None]]:
+        """Take up to `limit` due deliveries, atomically: each is re-scored to
+        the end of its lease (no other pump takes it meanwhile) and its start
+        recorded. Returns (id, start of an earlier attempt that never
+        finished, or None) per delivery, earliest due first."""
+        if limit <= 0:
+            return []
+        raw = self._claim(
+            keys=[self.pending, self.started], args=[repr(now), repr(lease_seconds), limit]
+        )
+        out = []
+        for i in range(0, len(raw), 2):
+            previous = raw[i + 1]
+            out.append((raw[i].decode(), float(previous) if previous else None))
+        return out
+
+    def defer(self, pipe: Pipeline, until: dict[str, float]) -> None:
+        """Put claimed deliveries back in the schedule, due at the given
+        times, without counting an attempt (a subscription at its limit or
+        with its circuit breaker open)."""
+        if until:
+            pipe.zadd(self.pending, until, xx=True)
+            pipe.hdel(self.started, *until)
+
+    def unschedule(self, pipe: Pipeline, ids: list[str]) -> None:
+        if ids:
+            pipe.zrem(self.pending, *ids)
+            pipe.hdel(self.started, *ids)
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled delivery is due (or its lease ends)."""
+        first = self.redis.zrange(self.pending, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
 
     def for_subscription(self, subscription_id: str, limit: int = 100) -> list[Delivery]:
         ids = [i.decode() for i in self.redis.zrevrange(self.index(subscription_id), 0, limit - 1)]

@@ -29,7 +29,11 @@ The connect pages (`connect.links`, `connect.pages`):
 Subscriptions and deliveries (`storage.subscriptions`, `storage.deliveries`):
   `{p}:subscription:{id}` (hash), `{p}:subscriptions` (sorted set),
   `{p}:delivery:{id}` (hash), `{p}:subscription:{id}:deliveries`,
-  `{p}:deliveries:dead` and `{p}:deliveries:pending` (sorted sets).
+  `{p}:deliveries:dead` and `{p}:deliveries:pending` (sorted sets; the pending
+  one is the delivery schedule), `{p}:deliveries:started` (hash: delivery id ->
+  when its attempt was claimed), `{p}:deliveries:pump-scheduled` and
+  `{p}:deliveries:pump-wakeup` (strings, TTL),
+  `{p}:subscription:{id}` also holds the circuit breaker's fields.
 Metrics (`observability.metrics`):
   `{p}:metrics:counter:{name}` and `{p}:metrics:histogram:{name}` (hashes).
 
@@ -188,7 +192,21 @@ class Keys:
 
     @property
     def pending_deliveries(self) -> str:
+        """The delivery schedule: pending ids scored by when their next attempt
+        is due, or, while one is claimed, by when its lease ends."""
         return f"{self.prefix}:deliveries:pending"
+
+    @property
+    def started_deliveries(self) -> str:
+        return f"{self.prefix}:deliveries:started"
+
+    @property
+    def pump_scheduled(self) -> str:
+        return f"{self.prefix}:deliveries:pump-scheduled"
+
+    @property
+    def pump_wakeup(self) -> str:
+        return f"{self.prefix}:deliveries:pump-wakeup"
 
     # -- metrics ------------------------------------------------------------------
 

@@ -49,6 +49,17 @@ class Subscription:
     enabled: bool
     disabled_reason: str | None = None
     failing_since: float | None = None
+    # The circuit breaker (codat_authflow/delivery/pump.py): consecutive failed
+    # attempts, and until when no attempt is made (set when it opened).
+    breaker_failures: int = 0
+    breaker_open_until: float | None = None
+
+    def breaker_state(self, now: float) -> str:
+        """closed; open (no attempt until `breaker_open_until`); half_open
+        (the cool-down is over: one probe at a time until one succeeds)."""
+        if self.breaker_open_until is None:
+            return "closed"
+        return "open" if now < self.breaker_open_until else "half_open"
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.event_types or event_type in self.event_types
@@ -64,10 +75,23 @@ def _secrets_json(values: Iterable[SigningSecret]) -> str:
     )
 
 
+# KEYS: the subscription's hash. ARGV: threshold, open until.
+_BREAKER_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local failures = redis.call('HINCRBY', KEYS[1], 'breaker_failures', 1)
+if failures >= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'breaker_open_until', ARGV[2])
+  return ARGV[2]
+end
+return false
+"""
+
+
 class SubscriptionStore:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
+        self._breaker = redis.register_script(_BREAKER_SCRIPT)
 
     def _key(self, subscription_id: str) -> str:
         return self.keys.subscription(subscription_id)
@@ -148,7 +172,13 @@ class SubscriptionStore:
                     *[item for pair in changes.items() for item in pair],
                 )
             if enabled:
-                pipe.hdel(key, "disabled_reason", "failing_since")
+                pipe.hdel(
+                    key,
+                    "disabled_reason",
+                    "failing_since",
+                    "breaker_failures",
+                    "breaker_open_until",
+                )
             exists = pipe.execute()[0]
         return self.get(subscription_id) if exists else None
 
@@ -187,8 +217,21 @@ class SubscriptionStore:
                 except WatchError:  # rotated concurrently; read again
                     continue
 
-    def record_success(self, subscription_id: str) -> None:
-        self.redis.hdel(self._key(subscription_id), "failing_since")
+    def record_success(self, subscription_id: str, pipe=None) -> None:
+        """A delivery succeeded: not failing any more, and the breaker closes."""
+        (pipe or self.redis).hdel(
+            self._key(subscription_id), "failing_since", "breaker_failures", "breaker_open_until"
+        )
+
+    def record_breaker_failure(
+        self, subscription_id: str, now: float, *, threshold: int, cooldown_seconds: float
+    ) -> float | None:
+        """Count a consecutive failure; at `threshold` (and after each further
+        failure, such as a failed probe) the breaker opens for
+        `cooldown_seconds`. Returns until when it is open, or None."""
+        key = self._key(subscription_id)
+        opened = self._breaker(keys=[key], args=[threshold, repr(now + cooldown_seconds)])
+        return float(opened) if opened else None
 
     def record_failure(self, subscription_id: str, now: float | None = None) -> bool:
         """Remember since when deliveries fail; disable the subscription after
@@ -232,4 +275,6 @@ class SubscriptionStore:
             enabled=text("enabled") == "1",
             disabled_reason=text("disabled_reason"),
             failing_since=float(since) if (since := text("failing_since")) else None,
+            breaker_failures=int(text("breaker_failures") or 0),
+            breaker_open_until=float(until) if (until := text("breaker_open_until")) else None,
         )

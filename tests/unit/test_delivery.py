@@ -7,7 +7,6 @@ import time
 import fakeredis
 import pytest
 from rq import Queue
-from rq.registry import ScheduledJobRegistry
 
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery.attempts import attempt_delivery, replay_dead_letters
@@ -61,8 +60,14 @@ def run_lifecycle(ctx, kind="happy_path"):
 
 
 def queued_delivery_ids(ctx):
+    """Deliveries due now in the schedule (oldest first)."""
+    ids = ctx.redis.zrangebyscore(ctx.deliveries.pending, "-inf", time.time())
+    return [i.decode() for i in ids]
+
+
+def pump_jobs(ctx):
     queue = Queue(ctx.settings.delivery_queue_name, connection=ctx.redis)
-    return [job.args[0] for job in queue.jobs]
+    return [job.func_name for job in queue.jobs]
 
 
 def test_each_change_becomes_a_signed_delivery_the_subscriber_verifies(ctx, client, subscriber):
@@ -70,6 +75,7 @@ def test_each_change_becomes_a_signed_delivery_the_subscriber_verifies(ctx, clie
     life = run_lifecycle(ctx)
     ids = queued_delivery_ids(ctx)
     assert len(ids) == 5  # four state changes and company.ready
+    assert pump_jobs(ctx) == ["workers.notify.pump"]  # one pump for all of them
     for delivery_id in ids:
         assert attempt_delivery(ctx, delivery_id, client=client) == "delivered"
     assert subscriber.state.rejected == 0
@@ -107,8 +113,8 @@ def test_a_failed_attempt_is_recorded_and_retried_on_schedule(ctx, client, subsc
     [attempt] = delivery.attempts
     assert attempt.status_code == 500 and attempt.error == "HTTP 500"
     assert 4.4 <= delivery.next_attempt_at - attempt.at <= 5.6  # 5 s with 10 % jitter
-    scheduled = ScheduledJobRegistry(ctx.settings.delivery_queue_name, connection=ctx.redis)
-    assert len(scheduled.get_job_ids()) == 1
+    assert ctx.redis.zscore(ctx.deliveries.pending, delivery_id) == delivery.next_attempt_at
+    assert queued_delivery_ids(ctx) == []  # not due yet
     assert ctx.subscriptions.get(subscription.id).failing_since is not None
     assert attempt_delivery(ctx, delivery_id, client=client) == "delivered"
     assert ctx.subscriptions.get(subscription.id).failing_since is None

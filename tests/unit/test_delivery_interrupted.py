@@ -1,6 +1,7 @@
-"""Issue 12, defect 2: an attempt that never finishes (its worker killed, or
-RQ's job timeout) counts as a failed attempt, and the clock's sweep
-reschedules pending deliveries whose job was lost."""
+"""Issue 12, defect 2, with the pump of issue 15: an attempt that never
+finishes (its pump's worker killed) counts as a failed attempt once its lease
+ends, and the clock's sweep queues a pump for deliveries that come due while
+none runs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ import time
 import fakeredis
 import pytest
 from rq import Queue
-from rq.registry import ScheduledJobRegistry
 
 from codat_authflow.bootstrap import Services
 from codat_authflow.delivery import attempts
 from codat_authflow.delivery.attempts import (
     INTERRUPTED,
-    LOST_AFTER_SECONDS,
+    LEASE_SECONDS,
     attempt_delivery,
     sweep_deliveries,
 )
@@ -45,7 +45,7 @@ def subscriber():
 
 
 class Killed(BaseException):
-    """Stands for RQ's JobTimeoutException, or the horse's death, mid-exchange."""
+    """Stands for the death of the pump's worker, mid-exchange."""
 
 
 def kill_the_next_attempt(monkeypatch):
@@ -55,7 +55,11 @@ def kill_the_next_attempt(monkeypatch):
     monkeypatch.setattr(attempts, "send", killed)
 
 
-def test_a_job_killed_mid_attempt_counts_it_when_handed_back(ctx, client, subscriber, monkeypatch):
+def pump_jobs(ctx):
+    return Queue(ctx.settings.delivery_queue_name, connection=ctx.redis).jobs
+
+
+def test_an_attempt_killed_midway_counts_when_its_lease_ends(ctx, client, subscriber, monkeypatch):
     subscribe(ctx, subscriber, ["company.ready"])
     run_lifecycle(ctx)
     [delivery_id] = queued_delivery_ids(ctx)
@@ -64,46 +68,45 @@ def test_a_job_killed_mid_attempt_counts_it_when_handed_back(ctx, client, subscr
         attempt_delivery(ctx, delivery_id, client=client)
     monkeypatch.undo()
 
-    # RQ hands the job back: it records the killed attempt and schedules the retry.
+    # Leased: no pump takes it until the lease ends.
+    assert queued_delivery_ids(ctx) == []
+    assert ctx.deliveries.claim(time.time(), LEASE_SECONDS, 10) == []
+    later = time.time() + LEASE_SECONDS + 1
+    [(claimed, previous)] = ctx.deliveries.claim(later, LEASE_SECONDS, 10)
+    assert claimed == delivery_id and previous is not None  # its attempt never finished
+    ctx.redis.hset(ctx.deliveries.started, delivery_id, previous)  # as if not claimed yet
+
     assert attempt_delivery(ctx, delivery_id, client=client) == "pending"
     delivery = ctx.deliveries.get(delivery_id)
     [attempt] = delivery.attempts
     assert attempt.error == INTERRUPTED and attempt.status_code is None
     assert delivery.attempt_started_at is None and delivery.next_attempt_at is not None
-    scheduled = ScheduledJobRegistry(ctx.settings.delivery_queue_name, connection=ctx.redis)
-    assert len(scheduled.get_job_ids()) == 1
+    assert ctx.redis.zscore(ctx.deliveries.pending, delivery_id) == delivery.next_attempt_at
+    assert ctx.redis.hget(ctx.deliveries.started, delivery_id) is None
     assert subscriber.received == []
     assert attempt_delivery(ctx, delivery_id, client=client) == "delivered"
+    assert ctx.redis.zcard(ctx.deliveries.pending) == 0
 
 
-def test_the_sweep_reschedules_a_delivery_whose_job_was_lost(ctx, client, subscriber):
+def test_the_sweep_queues_a_pump_for_due_deliveries_when_none_is_scheduled(ctx, subscriber):
+    subscribe(ctx, subscriber, ["company.ready"])
+    run_lifecycle(ctx)
+    [_delivery_id] = queued_delivery_ids(ctx)
+    Queue(ctx.settings.delivery_queue_name, connection=ctx.redis).empty()  # the pump is lost
+    assert not sweep_deliveries(ctx)  # its flag is still held
+    ctx.redis.delete(ctx.store.keys.pump_scheduled)  # ... until it expires
+    assert sweep_deliveries(ctx)
+    assert [j.func_name for j in pump_jobs(ctx)] == ["workers.notify.pump"]
+    assert not sweep_deliveries(ctx)  # queued: not twice
+
+
+def test_the_sweep_queues_nothing_before_a_retry_is_due(ctx, client, subscriber):
     subscribe(ctx, subscriber, ["company.ready"])
     run_lifecycle(ctx)
     [delivery_id] = queued_delivery_ids(ctx)
-    Queue(ctx.settings.delivery_queue_name, connection=ctx.redis).empty()  # the job is lost
-    assert sweep_deliveries(ctx) == []  # not overdue yet
-    later = time.time() + LOST_AFTER_SECONDS + 1
-    assert sweep_deliveries(ctx, now=later) == [delivery_id]
-    assert queued_delivery_ids(ctx) == [delivery_id]
-    assert sweep_deliveries(ctx, now=later) == []  # queued again: not twice
-    assert attempt_delivery(ctx, delivery_id, client=client) == "delivered"
-    assert sweep_deliveries(ctx, now=later + 3600) == []
-
-
-def test_the_sweep_counts_an_attempt_whose_job_died_for_good(ctx, client, subscriber, monkeypatch):
-    subscribe(ctx, subscriber, ["company.ready"])
-    run_lifecycle(ctx)
-    [delivery_id] = queued_delivery_ids(ctx)
+    subscriber.set(fail_next=1)
+    assert attempt_delivery(ctx, delivery_id, client=client) == "pending"
     Queue(ctx.settings.delivery_queue_name, connection=ctx.redis).empty()
-    kill_the_next_attempt(monkeypatch)
-    with pytest.raises(Killed):
-        attempt_delivery(ctx, delivery_id, client=client)
-    monkeypatch.undo()  # and RQ gave up on the job
-
-    later = time.time() + LOST_AFTER_SECONDS + 1
-    assert sweep_deliveries(ctx, now=later) == [delivery_id]
-    delivery = ctx.deliveries.get(delivery_id)
-    assert [a.error for a in delivery.attempts] == [INTERRUPTED]
-    assert delivery.status == "pending" and delivery.next_attempt_at >= later
-    scheduled = ScheduledJobRegistry(ctx.settings.delivery_queue_name, connection=ctx.redis)
-    assert len(scheduled.get_job_ids()) == 1
+    ctx.redis.delete(ctx.store.keys.pump_scheduled)
+    assert not sweep_deliveries(ctx)  # due in 5 s
+    assert sweep_deliveries(ctx, now=time.time() + 6)
