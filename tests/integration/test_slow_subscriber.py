@@ -23,7 +23,14 @@ AUTH = {"Authorization": f"Bearer {TEST_API_TOKEN}"}
 
 @pytest.fixture
 def stack_env(stack_env):
-    return {**stack_env, "ALLOW_PRIVATE_SUBSCRIBER_URLS": "1", "DELIVERY_RETRY_SCHEDULE": "0,1"}
+    return {
+        **stack_env,
+        "ALLOW_PRIVATE_SUBSCRIBER_URLS": "1",
+        "DELIVERY_RETRY_SCHEDULE": "0,1",
+        # Not the circuit breaker's test (tests/unit/test_delivery_pump.py): with
+        # it, each later attempt waits a 15 s cool-down and goes one at a time.
+        "DELIVERY_BREAKER_FAILURES": "100",
+    }
 
 
 @pytest.fixture
