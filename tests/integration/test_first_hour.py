@@ -467,7 +467,7 @@ def test_the_host_quickstart_as_written(tmp_path):
     schedule = {
         "ALLOW_PRIVATE_SUBSCRIBER_URLS": "1",
         "DELIVERY_RETRY_SCHEDULE": "0,2,5",
-        "DELIVERY_BREAKER_COOLDOWN_SECONDS": "1",
+        "DELIVERY_BREAKER_FAILURES": "20",
     }
     with dev_stack(tmp_path, **schedule) as stack:
         token = stack.setting("API_TOKEN")
@@ -494,7 +494,7 @@ def test_the_host_quickstart_as_written(tmp_path):
             listed = httpx.get(f"{stack.url}/api/subscriptions/{sub}/deliveries", headers=auth)
             return [d["status"] for d in listed.json()["deliveries"]].count("dead") == 5
 
-        wait_for(dead, 60, "5 dead letters", interval=0.5)
+        wait_for(dead, 40, "5 dead letters", interval=0.5)
         listed = stack.flask("deliveries", "list-dead").stdout
         assert "5 dead-lettered deliveries" in listed
         assert listed.count("attempts=3 last_error=HTTP 500") == 5
