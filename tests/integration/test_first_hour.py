@@ -498,7 +498,9 @@ def test_the_host_quickstart_as_written(tmp_path):
         listed = stack.flask("deliveries", "list-dead").stdout
         assert "5 dead-lettered deliveries" in listed
         assert listed.count("attempts=3 last_error=HTTP 500") == 5
-        assert len(failing.lines("500 (--fail) ")) == 15  # 5 notifications x 3 attempts
+        # 5 notifications x 3 attempts (the receiver writes its line after answering)
+        wait_for(lambda: len(failing.lines("500 (--fail) ")) >= 15, 10, "15 failed attempts")
+        assert len(failing.lines("500 (--fail) ")) == 15
         failed_ids = {line.split()[-1] for line in failing.lines("500 (--fail) ")}
         metrics = httpx.get(stack.url + "/metrics", headers=auth).text
         assert "authflow_delivery_dead_letters 5.0" in metrics
