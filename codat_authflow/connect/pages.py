@@ -273,22 +273,26 @@ def reconnect(journey: Journey, company_id: str, link_id: str, connection_id: st
 
 
 def unlink(journey: Journey, company_id: str, link_id: str, connection_id: str) -> dict[str, Any]:
-    _own_connection(journey, company_id, connection_id)
-    result = journey_connections.unlink_connection(
-        journey, company_id, connection_id, source=CUSTOMER
-    )
-    record_action(
-        journey, company_id, "connection.unlink", linkId=link_id, connectionId=connection_id
-    )
-    return result
+    return _act(journey, company_id, link_id, connection_id, "unlink")
 
 
 def delete(journey: Journey, company_id: str, link_id: str, connection_id: str) -> dict[str, Any]:
+    return _act(journey, company_id, link_id, connection_id, "delete")
+
+
+_ACTIONS = {
+    "unlink": journey_connections.unlink_connection,
+    "delete": journey_connections.delete_connection,
+}
+
+
+def _act(
+    journey: Journey, company_id: str, link_id: str, connection_id: str, action: str
+) -> dict[str, Any]:
+    """One of the company's own connections, through the journey, as the customer."""
     _own_connection(journey, company_id, connection_id)
-    result = journey_connections.delete_connection(
-        journey, company_id, connection_id, source=CUSTOMER
-    )
+    result = _ACTIONS[action](journey, company_id, connection_id, source=CUSTOMER)
     record_action(
-        journey, company_id, "connection.delete", linkId=link_id, connectionId=connection_id
+        journey, company_id, f"connection.{action}", linkId=link_id, connectionId=connection_id
     )
     return result
