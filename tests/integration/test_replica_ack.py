@@ -24,7 +24,7 @@ def _counter(conn, name: str) -> int:
 
 
 def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, redis_url, tmp_path):
-    env = app_env(redis_url, REDIS_MIN_REPLICAS_ACK="1", REDIS_REPLICA_ACK_TIMEOUT_MS="50")
+    env = app_env(redis_url, REDIS_MIN_REPLICAS_ACK="1", REDIS_REPLICA_ACK_TIMEOUT_MS="500")
     client = create_app(env).test_client()
     conn = redis_lib.Redis.from_url(redis_url)
     raw = encode_body(Lifecycle().company("company.created"))
@@ -44,6 +44,9 @@ def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, re
             while replica_conn.info("replication")["master_link_status"] != "up":
                 assert time.monotonic() < deadline, "the replica did not sync"
                 time.sleep(0.1)
+        # The replica's link is up before the primary has its first ACK: wait
+        # for that here, so the app's WAIT below is not a race with the sync.
+        assert conn.wait(1, 10_000) == 1, "the primary never saw the replica's ACK"
         retried = _post(client, raw, "msg_replica_ack_1")  # Codat's retry
         assert retried.status_code == 200 and retried.json["status"] == "duplicate"
         fresh = _post(client, encode_body(Lifecycle().company("company.created")), "msg_2")
