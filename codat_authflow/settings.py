@@ -1,6 +1,6 @@
 """Configuration, read only from environment variables.
 
-Every variable is documented in the README's configuration table; keep the two
+Every variable is documented in docs/operations.md's configuration table; keep the two
 in step.
 """
 
@@ -226,7 +226,7 @@ class _Reader:
         value = (self.env.get(name) or "").strip()
         if not value:
             self.problems.append(
-                f"{name}: not set (required; see the README's configuration table; "
+                f"{name}: not set (required; see docs/operations.md#configuration; "
                 "scripts/run-stack sets it for development)"
             )
         return value

@@ -69,7 +69,7 @@ LOOPBACK = "127.0.0.1"
 DEV_DEFAULTS = (("APP_ENV", "development"), ("PORT", DEFAULT_PORT), ("BIND_HOST", LOOPBACK))
 
 #: Configuration variables shown at start-up when set (see codat_authflow/settings.py
-#: and the README's configuration table), besides everything in var/dev.env.
+#: and docs/operations.md's configuration table), besides everything in var/dev.env.
 CONFIG_VARIABLES = (
     "APP_ENV",
     "PORT",

@@ -70,7 +70,7 @@ and the body of its answer in two segments; on a kept-alive connection (the
 deliver job's httpx client keeps it) Nagle holds the second until the client's
 delayed ACK, about 40 ms later, so every delivery holds its worker ~44 ms.
 ``--delivery-workers N`` adds N ``python -m workers --queues deliveries``
-processes (the README's dedicated pool).
+processes (docs/operations.md's dedicated pool).
 
 Refused (FAILED, exit status 1, no percentile reported): any webhook not
 answered 202, any transport error, a probe not answered 200, a company that
@@ -567,10 +567,12 @@ def worker_busy(procs: list[Process], since: float, until: float) -> dict[str, t
         except OSError:
             continue
         for raw in lines:
-            if '"event": "job"' not in raw:
+            if '"job"' not in raw:  # a quick skip; the JSON decides
                 continue
             try:
                 data = json.loads(raw)
+                if data.get("event") != "job":
+                    continue
                 ended = parse_stamp(data["timestamp"])
                 duration = float(data["duration_ms"]) / 1000
             except (ValueError, KeyError, TypeError):

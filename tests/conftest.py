@@ -39,6 +39,7 @@ import fakeredis
 import pytest
 import redis
 
+from tests.support.logs import LogCapture
 from tests.support.processes import RedisServer, Stack, app_env, start_redis, start_stack
 
 # -- markers by suite --------------------------------------------------------------
@@ -162,3 +163,12 @@ def running_stack(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """The process's log lines from here on. Request it after the fixtures that
+    build the app: `create_app` points logging at stdout again."""
+    capture = LogCapture()
+    yield capture
+    capture.close()

@@ -2,7 +2,7 @@
 journeys in, numbers out; nothing here reads Redis (`codat_authflow.storage.funnel` loads
 the journeys).
 
-Definitions (the README's Operations section repeats them):
+Definitions (docs/operations.md repeats them):
 
 * Cohort: the companies first seen in the period (our record of the company
   was created then), optionally only those with a connection of a given

@@ -9,7 +9,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 
-from codat_authflow.logs import configure_logging
 from codat_authflow.observability.metrics import read_counters
 from codat_authflow.redis_wait import RedisUnavailable
 from workers.worker import AuthflowWorker
@@ -26,17 +25,11 @@ def fails() -> None:
     raise ValueError("nope")
 
 
-def job_lines(caplog) -> list[dict]:
-    return [r.msg for r in caplog.records if r.name == "authflow.job"]
+def job_lines(logs) -> list[dict]:
+    return logs.lines("authflow.job")
 
 
-@pytest.fixture(autouse=True)
-def json_logs():
-    configure_logging("INFO")  # before the test: caplog's handler is added after fixtures
-
-
-def test_each_job_leaves_one_line_with_outcome_duration_and_a_count(caplog):
-    caplog.set_level("INFO")
+def test_each_job_leaves_one_line_with_outcome_duration_and_a_count(logs):
     redis = fakeredis.FakeRedis()
     queue = Queue("authflow", connection=redis)
     ok = queue.enqueue(works)
@@ -44,18 +37,18 @@ def test_each_job_leaves_one_line_with_outcome_duration_and_a_count(caplog):
     retried = queue.enqueue(fails, retry=Retry(max=1))
     AuthflowWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
 
-    lines = {line["job_id"]: line for line in job_lines(caplog)}
+    lines = {line["job_id"]: line for line in job_lines(logs)}
     assert lines[ok.id]["outcome"] == "finished" and lines[ok.id]["level"] == "info"
     assert lines[ok.id]["function"] == "tests.unit.test_job_log.works"
     assert lines[ok.id]["queue"] == "authflow"
     assert isinstance(lines[ok.id]["duration_ms"], float)
     assert lines[bad.id]["outcome"] == "failed" and lines[bad.id]["level"] == "error"
     # A job with retries left is handed back, then fails for good on its last try.
-    assert [line["outcome"] for line in job_lines(caplog) if line["job_id"] == retried.id] == [
+    assert [line["outcome"] for line in job_lines(logs) if line["job_id"] == retried.id] == [
         "retried",
         "failed",
     ]
-    inside = [r.msg for r in caplog.records if r.name == "tests.job"]
+    inside = logs.lines("tests.job")
     assert inside[0]["job_id"] == ok.id  # lines the job logs carry its id
 
     jobs = read_counters(redis, "authflow")["authflow_rq_jobs"]
@@ -73,9 +66,8 @@ def loses_redis() -> None:
     raise RedisConnectionError("Connection refused")
 
 
-def test_a_job_cut_off_by_a_redis_outage_is_logged_interrupted_and_left_to_rq(caplog):
+def test_a_job_cut_off_by_a_redis_outage_is_logged_interrupted_and_left_to_rq(logs):
     global _server
-    caplog.set_level("INFO")
     _server = fakeredis.FakeServer()
     redis = fakeredis.FakeRedis(server=_server)
     queue = Queue("authflow", connection=redis)
@@ -84,7 +76,7 @@ def test_a_job_cut_off_by_a_redis_outage_is_logged_interrupted_and_left_to_rq(ca
         AuthflowWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
     _server.connected = True
 
-    [line] = [line for line in job_lines(caplog) if line["job_id"] == job.id]
+    [line] = [line for line in job_lines(logs) if line["job_id"] == job.id]
     assert line["outcome"] == "interrupted" and line["level"] == "warning"
     # Still "started" for RQ: its started-job registry hands it back (its Retry) later.
     assert queue.started_job_registry.get_job_ids(cleanup=False) == [job.id]

@@ -298,20 +298,13 @@ def test_every_webhook_outcome_is_counted(client, server):
     }
 
 
-def request_lines(caplog) -> list[dict]:
-    return [
-        r.msg for r in caplog.records if r.name == "authflow.request" and isinstance(r.msg, dict)
-    ]
-
-
-def test_one_log_line_per_request_with_duration_and_the_ids_bound(client, caplog):
-    caplog.set_level("INFO")
+def test_one_log_line_per_request_with_duration_and_the_ids_bound(client, logs):
     life = Lifecycle()
     body = encode_body(life.connection("connection.created", new_connection()))
     webhook(client, body, signed_headers(SECRET, body, webhook_id="msg_trace"))
     client.get(f"/api/companies/{life.company_id}", headers=bearer("api-token"))
     client.get("/ops/funnel")
-    first, second, third = request_lines(caplog)
+    first, second, third = logs.lines("authflow.request")
     assert first["path"] == "/webhooks/codat" and first["status"] == 202
     assert first["webhook_id"] == "msg_trace" and first["company_id"] == life.company_id
     assert first["outcome"] == "queued"
