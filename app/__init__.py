@@ -18,6 +18,7 @@ from app.errors import register_error_handlers
 from app.journey_setup import init_journey
 from app.ops import init_ops
 from app.rate_limits import init_rate_limits
+from app.receiver import WebhookReceiver
 from app.signature import SignatureVerifier
 from codat_authflow.bootstrap import Services
 from codat_authflow.logs import configure_logging
@@ -43,19 +44,22 @@ def create_app(env: Mapping[str, str] | None = None, *, redis: Redis | None = No
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     # The one bootstrap: the same services the workers and the CLI use.
-    app.extensions["authflow"] = Services.build(settings, redis)
-    app.extensions["verifier"] = SignatureVerifier(settings.webhook_secrets)
+    services = app.extensions["authflow"] = Services.build(settings, redis)
     register_error_handlers(app)
     register_commands(app)
     init_journey(app)  # Codat's Platform API: app/api/journey.py, /link/callback, reconcile
-    init_rate_limits(app, app.extensions["authflow"])  # per client address, public endpoints
+    init_rate_limits(app, services)  # per client address, public endpoints
     init_connect(app)  # /connect/<token>: the pages a lender's customer clicks through
 
-    from app import health, receiver
+    from app import health
     from app.api import init_api
 
-    app.register_blueprint(receiver.bp)
     app.register_blueprint(health.bp)
     init_api(app)  # /api, its OpenAPI document and /api/docs
     init_ops(app)  # /ops/rq, /ops/funnel, /metrics, request log lines
+    # POST /webhooks/codat: Codat's every event, served ahead of Flask (why: app/receiver.py).
+    verifier = SignatureVerifier(settings.webhook_secrets)
+    app.wsgi_app = WebhookReceiver(  # type: ignore[method-assign]
+        app.wsgi_app, services, verifier, settings.max_body_bytes
+    )
     return app

@@ -21,11 +21,15 @@ except ImportError:  # another WSGI server
     UNREADABLE_BODY = ()
 
 
-def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
-    body: dict[str, Any] = {"status": status, "code": code, "message": message}
+def error_body(status: int, code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
     if details is not None:
-        body["details"] = details
-    response = jsonify({"error": body})
+        error["details"] = details
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
+    response = jsonify(error_body(status, code, message, details))
     response.status_code = status
     if headers:
         response.headers.update(headers)

@@ -15,7 +15,7 @@ page itself then answers 503: it cannot read the company without Redis.)
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
@@ -40,15 +40,9 @@ def init_rate_limits(app: Flask, services: Services) -> Limiter:
         in_memory_fallback_enabled=True,
         headers_enabled=True,
     )
-    from app import link_page, receiver
+    from app import link_page
 
     limiter.limit(LINK_CALLBACK_LIMIT)(link_page.bp)
-
-    @limiter.request_filter
-    def _unlimited() -> bool:
-        # Codat's webhooks are never limited, and the hot path skips the
-        # limiter's per-request lookups of limits it has none of.
-        return request.blueprint == receiver.bp.name
 
     app.extensions["rate_limiter"] = limiter
     return limiter

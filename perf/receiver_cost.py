@@ -40,16 +40,13 @@ WARMUP, SMALL, LARGE = 100, 100, 300
 
 #: Parts of a request, by the function whose cumulative time measures them.
 PARTS = {
-    "the whole request (Flask's wsgi_app)": "flask/app.py:.*\\(wsgi_app\\)",
-    "the view (receive_codat_webhook)": "receiver.py:.*\\(receive_codat_webhook\\)",
-    "  store: the one Redis round trip (Inbox.accept)": "inbox.py:.*\\(accept\\)",
-    "  signature (svix)": "signature.py:.*\\(verify\\)",
-    "  envelope (marshmallow)": "marshmallow/schema.py:.*\\(load\\)",
-    "  event (parse_codat_event)": "state_machine/events.py:.*\\(parse_codat_event\\)",
-    "  answer (jsonify)": "flask/json/__init__.py:.*\\(jsonify\\)",
-    "request log line (after_request)": "request_log.py:.*\\(_finish\\)",
-    "rate limiter (before_request)": "flask_limiter/_extension.py:.*\\(_check_request_limit\\)",
-    "request context (push and pop)": "flask/ctx.py:.*\\((__init__|pop)\\)",
+    "the whole request (WebhookReceiver)": "app/receiver.py:.*\\(__call__\\)",
+    "  checks and store (_receive)": "app/receiver.py:.*\\(_receive\\)",
+    "    body and content type": "app/receiver.py:.*\\(_read_body\\)",
+    "    signature (svix)": "signature.py:.*\\(verify\\)",
+    "    envelope and event (msgspec, parse_codat_event)": "app/receiver.py:.*\\(read_event\\)",
+    "    store: the one Redis round trip (Inbox.accept)": "inbox.py:.*\\(accept\\)",
+    "  request log line (log_request)": "request_log.py:.*\\(log_request\\)",
 }
 
 

@@ -3,8 +3,7 @@
 context (the receiver binds `webhook_id`, `event_type` and `company_id`;
 routes with a `<company_id>` get it bound here), so one webhook can be
 followed from receipt (its `request` line, `outcome` queued or duplicate)
-through the worker's
-`event.applied` / `company.transition` lines to `delivery.*`.
+through the worker's `event.applied` / `company.transition` lines to `delivery.*`.
 
 gunicorn's own access log would repeat each request in another format, so
 the Procfile no longer asks for it (`--access-logfile`).
@@ -40,17 +39,35 @@ def _start() -> None:
 
 def _finish(response: Response) -> Response:
     started = g.get("request_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
-    fields = {
-        "method": request.method,
-        "path": request.path,
-        "status": response.status_code,
+    log_request(
+        method=request.method,
+        path=request.path,
+        status=response.status_code,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2) if started else None,
+        endpoint=request.endpoint,
+    )
+    return response
+
+
+def log_request(
+    *,
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float | None,
+    endpoint: str | None = None,
+    outcome: str | None = None,
+) -> None:
+    """The request's line; also written by the webhook receiver (app/receiver.py),
+    which runs before Flask, with its `outcome`."""
+    fields: dict[str, object] = {
+        "method": method,
+        "path": path,
+        "status": status,
         "duration_ms": duration_ms,
     }
-    if request.endpoint:
-        fields["endpoint"] = request.endpoint
-    outcome = g.get("webhook_outcome")
+    if endpoint:
+        fields["endpoint"] = endpoint
     if outcome:
         fields["outcome"] = outcome
-    (log.error if response.status_code >= 500 else log.info)("request", **fields)
-    return response
+    (log.error if status >= 500 else log.info)("request", **fields)

@@ -91,7 +91,9 @@ class Inbox(StreamQueue):
     ) -> Acceptance:
         """Remember the id and store the body, atomically; or report a duplicate.
         With an `outcome_counter`, the outcome is counted in the same call (the
-        receiver's hot path makes one round trip to Redis, not two).
+        receiver's hot path makes one round trip to Redis, not two), unless
+        the caller waits for replicas: then a 2xx is only known after WAIT, and
+        the caller counts what it answered.
 
         `replicas` > 0: then `WAIT replicas replica_timeout_ms` in the same
         round trip, on the same connection (WAIT waits for that connection's
@@ -100,7 +102,7 @@ class Inbox(StreamQueue):
         after the original's, so its acknowledgement covers the original."""
         keys = [self.keys.seen(webhook_id), self.keys.inbox, self.keys.drain_scheduled]
         args = [self.dedupe_ttl_seconds, webhook_id, received_at_ms, body, DRAIN_FLAG_TTL_SECONDS]
-        if self.outcome_counter is not None:
+        if self.outcome_counter is not None and replicas <= 0:
             keys.append(self.outcome_counter.key)
             args += [self.outcome_counter.queued_field, self.outcome_counter.duplicate_field]
         if replicas <= 0:

@@ -16,11 +16,16 @@ from tests.support.signing import encode_body, signed_headers
 
 def _post(client, raw: bytes, webhook_id: str):
     headers = signed_headers(TEST_WEBHOOK_SECRET, raw, webhook_id=webhook_id)
-    return client.post("/webhooks/codat", data=raw, headers=headers)
+    return client.post("/webhooks/codat", data=raw, headers=headers, buffered=True)
 
 
-def _counter(conn, name: str) -> int:
-    return int(conn.hget(f"authflow:metrics:counter:{name}", "_") or 0)
+def _counter(conn, name: str, field: str = "_") -> int:
+    return int(conn.hget(f"authflow:metrics:counter:{name}", field) or 0)
+
+
+def _outcomes(conn) -> dict[str, int]:
+    counted = conn.hgetall("authflow:metrics:counter:authflow_webhooks_received")
+    return {k.decode(): int(v) for k, v in counted.items() if int(v)}
 
 
 def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, redis_url, tmp_path):
@@ -34,6 +39,7 @@ def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, re
     assert refused.json["error"]["code"] == "storage_unavailable"
     assert conn.xlen("authflow:inbox") == 1  # stored on the primary all the same
     assert _counter(conn, "authflow_webhooks_unreplicated") == 1
+    assert _outcomes(conn) == {"unavailable": 1}  # counted as what Codat was told, a 503
 
     replica = start_redis(
         tmp_path / "replica", config={"replicaof": f"127.0.0.1 {redis_server.port}"}
@@ -52,5 +58,6 @@ def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, re
         fresh = _post(client, encode_body(Lifecycle().company("company.created")), "msg_2")
         assert fresh.status_code == 202, fresh.json
         assert _counter(conn, "authflow_webhooks_unreplicated") == 1
+        assert _outcomes(conn) == {"unavailable": 1, "duplicate": 1, "queued": 1}
     finally:
         replica.close()

@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import create_app
 from tests.support.lifecycles import Lifecycle, new_connection, spec_example
+from tests.support.logs import LogCapture
 from tests.support.signing import encode_body, signed_headers
 
 SECRET = "whsec_" + "dGVzdC1zZWNyZXQtZm9yLXVuaXQtdGVzdHMtMDAwMDAw"
@@ -321,14 +322,19 @@ def test_unreachable_redis_is_a_503_so_codat_retries():
     assert client.get("/healthz").status_code == 200
 
 
-def test_secrets_and_signatures_never_reach_the_logs(client, caplog):
+def test_secrets_and_signatures_never_reach_the_logs(client, logs):
     body = body_of()
     headers = signed_headers(SECRET, body)
     post(client, body, headers)
     tampered = body.replace(b"Linked", b"Unlinked")
     post(client, tampered, headers)
-    logged = caplog.text
-    assert "'outcome': 'queued'" in logged and "webhook.rejected" in logged
+    logged = logs.text
+    lines = logs.lines()
+    assert [line["outcome"] for line in lines if line["event"] == "request"] == [
+        "queued",
+        "bad_signature",
+    ]
+    assert any(line["event"] == "webhook.rejected" for line in lines)
     assert SECRET[6:] not in logged
     assert headers["webhook-signature"].split(",")[1] not in logged
 
@@ -384,3 +390,83 @@ def test_an_old_request_with_a_non_ascii_signature_is_a_bad_signature_not_a_500(
     response = post(client, body, headers)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "bad_signature"
+
+
+# -- issue 15: the receiver as its own WSGI application, msgspec for the envelope --------
+
+
+@pytest.mark.parametrize(
+    "odd_but_valid",
+    [
+        b'"\\ud800"',  # a lone surrogate escape: valid JSON, refused by msgspec
+        b"1e400",  # past a double's range: valid JSON, refused by msgspec
+        b"123456789012345678901234567890",
+    ],
+)
+def test_what_msgspec_refuses_the_standard_parser_decides(client, redis, odd_but_valid):
+    """The fast parser must never refuse a body the standard library accepts:
+    a 400 would have Codat retry a good webhook for 28 hours."""
+    life = Lifecycle()
+    event = life.company("company.created")
+    event["payload"]["odd"] = "__ODD__"
+    body = encode_body(event).replace(b'"__ODD__"', odd_but_valid)
+    json.loads(body)  # valid JSON, as far as Python is concerned
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 202, response.json
+    [(_, fields)] = redis.xrange("authflow:inbox")
+    assert fields[b"body"] == body  # stored as it came
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_id_or_event_type_is_named(client, redis, blank):
+    event = Lifecycle().company("company.created")
+    event["id"], event["eventType"] = blank, blank
+    body = encode_body(event)
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 400
+    assert set(response.json["error"]["details"]) == {"id", "eventType"}
+    assert stored_keys(redis) == []
+
+
+def test_a_wrongly_typed_field_is_a_400_that_says_where(client, redis):
+    event = Lifecycle().company("company.created")
+    event["generatedDate"] = 20240101
+    body = encode_body(event)
+    response = post(client, body, signed_headers(SECRET, body))
+    assert response.status_code == 400
+    assert "generatedDate" in response.json["error"]["message"]
+    assert stored_keys(redis) == []
+
+
+def test_other_methods_get_a_json_405(client, redis):
+    response = client.get("/webhooks/codat")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert stored_keys(redis) == []
+
+
+def test_every_other_path_is_flasks(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/webhooks/codat/").status_code == 404  # not ours: Flask's 404
+    assert client.post("/webhooks/codat/").json["error"]["code"] == "not_found"
+
+
+def test_an_unexpected_error_is_a_logged_json_500_not_a_traceback_page():
+    class Exploding(fakeredis.FakeRedis):
+        def evalsha(self, *args, **kwargs):
+            raise RuntimeError("a bug of ours")
+
+    client = create_app(ENV, redis=Exploding()).test_client()
+    capture = LogCapture()  # after create_app, which points logging at stdout
+    try:
+        body = body_of()
+        response = post(client, body, signed_headers(SECRET, body))
+        assert response.status_code == 500
+        assert response.json["error"]["code"] == "internal_error"
+        [line] = [x for x in capture.lines() if x["event"] == "request.unhandled_error"]
+        assert "RuntimeError: a bug of ours" in line["exception"]
+        [request_line] = capture.lines("authflow.request")
+        assert request_line["status"] == 500 and request_line["outcome"] == "error"
+    finally:
+        capture.close()
