@@ -5,9 +5,7 @@ answered without the network)."""
 from __future__ import annotations
 
 import json
-import logging
 import socket
-from contextlib import contextmanager
 from typing import Any
 
 import fakeredis
@@ -18,6 +16,7 @@ from app import create_app
 from app.journey_setup import init_journey
 from codat_authflow.journey.codat.client import build_http_client
 from tests.fuzz.strategies import SECRET
+from tests.support.logs import LogCapture
 
 API_TOKEN = "fuzz-api-token"
 ENV = {
@@ -39,32 +38,6 @@ CODAT_DOWN = {
     (503, "codat_not_configured"),
     (504, "codat_timeout"),
 }
-
-
-class LogCapture(logging.Handler):
-    """Every line the app logs, as the JSON the production renderer writes."""
-
-    def __init__(self, formatter: logging.Formatter | None):
-        super().__init__()
-        if formatter is not None:
-            self.setFormatter(formatter)
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = self.format(record)
-        try:
-            self.lines.append(json.loads(text))
-        except ValueError:
-            self.lines.append({"event": text, "_not_json": True})
-
-    @contextmanager
-    def collect(self):
-        start = len(self.lines)
-        found: list[dict[str, Any]] = []
-        try:
-            yield found
-        finally:
-            found.extend(self.lines[start:])
 
 
 def codat_mock(request: httpx.Request) -> httpx.Response:
@@ -97,10 +70,7 @@ def build_app(redis: fakeredis.FakeRedis, **env: str) -> tuple[Flask, LogCapture
         connect_timeout=1, timeout=2, transport=httpx.MockTransport(codat_mock)
     )
     init_journey(app, http_client=codat)
-    root = logging.getLogger()
-    capture = LogCapture(root.handlers[0].formatter if root.handlers else None)
-    root.addHandler(capture)
-    return app, capture
+    return app, LogCapture()  # after create_app, which points logging at stdout
 
 
 def check_error_shape(status: int, body: bytes) -> dict[str, Any] | None:

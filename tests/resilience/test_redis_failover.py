@@ -301,7 +301,7 @@ def test_a_sentinel_failover_loses_no_acknowledged_webhook_and_no_process(log_di
         traffic = Traffic(stack.web.url or "", rate=25, deadline=time.monotonic() + 60)
         lives, posting = traffic.run(companies=60)
         wait_for_metric(stack.web.url or "", "authflow_rq_workers", 4, timeout=20)
-        victim_key = "rq:worker:" + re.findall(r'"name": "(\w+)"', victim.stdout_tail(200))[0]
+        victim_key = "rq:worker:" + re.findall(r'"name":\s*"(\w+)"', victim.stdout_tail(200))[0]
         while not 0 < rate.redis.ttl(victim_key) <= 20:  # past its birth's TTL (RQ: ttl + 60)
             time.sleep(0.2)
         victim.kill()  # SIGKILL: no chance to unregister
