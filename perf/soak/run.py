@@ -61,6 +61,16 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
             else Path(tempfile.mkdtemp(prefix="authflow-soak-"))
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The Redis is persistent: a data dir from an earlier run would load
+        # that run's AOF (its dedupe keys, deliveries, jobs) and its workers'
+        # logs would be read as this run's, making every check meaningless.
+        previous = [p.name for p in (self.data_dir / "redis", self.data_dir / "logs") if p.exists()]
+        if previous:
+            found = ", ".join(f"{name}/" for name in previous)
+            raise ValueError(
+                f"data dir {self.data_dir} holds an earlier run ({found}): "
+                "pick another --data-dir or remove it"
+            )
         self.violations: list[str] = []
         self.findings: list[str] = []
         self.figures: dict[str, Any] = {}
