@@ -32,7 +32,14 @@ from perf.soak.config import (
     stack_environment,
 )
 from perf.soak.faults import AbandonedJob, FaultInjection
-from perf.soak.measure import CommandAccounting, CountingRedis, commandstats, deliveries_of
+from perf.soak.measure import (
+    CommandAccounting,
+    CountingRedis,
+    commandstats,
+    deliveries_of,
+    load_while_posting,
+    redis_cpu_seconds,
+)
 from perf.soak.notifications import NotificationOracle
 from perf.soak.oracle import Oracle
 from perf.soak.plan import Plan, plan_traffic
@@ -54,6 +61,16 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
             else Path(tempfile.mkdtemp(prefix="authflow-soak-"))
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The Redis is persistent: a data dir from an earlier run would load
+        # that run's AOF (its dedupe keys, deliveries, jobs) and its workers'
+        # logs would be read as this run's, making every check meaningless.
+        previous = [p.name for p in (self.data_dir / "redis", self.data_dir / "logs") if p.exists()]
+        if previous:
+            found = ", ".join(f"{name}/" for name in previous)
+            raise ValueError(
+                f"data dir {self.data_dir} holds an earlier run ({found}): "
+                "pick another --data-dir or remove it"
+            )
         self.violations: list[str] = []
         self.findings: list[str] = []
         self.figures: dict[str, Any] = {}
@@ -150,6 +167,8 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
         self._stats_mark()
         own_before = Counter(self.conn.counts)
         samples: list[tuple[float, int]] = []
+        backlogs: list[tuple[float, int, int]] = []  # (now, outbox, delivery schedule)
+        cpu_samples: list[tuple[float, float, float]] = []  # (now, process s, main thread s)
         t0 = time.monotonic()
         poster.start(plan.posts)
         settle_deadline: float | None = None
@@ -191,6 +210,15 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
                 last_sample = now
                 with contextlib.suppress(RedisError):
                     samples.append((round(now, 1), int(self.conn.xlen(f"{PREFIX}:inbox"))))
+                    backlogs.append(
+                        (
+                            round(now, 1),
+                            int(self.conn.xlen(f"{PREFIX}:outbox")),
+                            int(self.conn.zcard(f"{PREFIX}:deliveries:pending")),
+                        )
+                    )
+                with contextlib.suppress(RedisError):
+                    cpu_samples.append((now, *redis_cpu_seconds(self.conn)))
             late = now > config.duration + POST_GIVE_UP_SECONDS + 60
             if late and not poster.done.is_set() and not poster.stop.is_set():
                 poster.stop.set()  # bounded: the receiver never came back
@@ -230,6 +258,18 @@ class SoakRun(CommandAccounting, FaultInjection, Oracle, NotificationOracle, Fig
         self.own_commands = Counter(self.conn.counts) - own_before
         self.soak_seconds = time.monotonic() - t0
         self.figures["inbox_backlog_max"] = max((n for _, n in samples), default=0)
+        posting_end = poster.finished_at - t0
+        self.figures["inbox_backlog_at_end_of_posting"] = next(
+            (n for at, n in reversed(samples) if at <= posting_end), 0
+        )
+        self.figures["outbox_backlog_max"] = max((n for _, n, _ in backlogs), default=0)
+        self.figures["deliveries_scheduled_max"] = max((n for _, _, n in backlogs), default=0)
+        self.figures["deliveries_scheduled_at_end_of_posting"] = next(
+            (n for at, _, n in reversed(backlogs) if at <= posting_end), 0
+        )
+        self.figures["while_posting"] = load_while_posting(
+            cpu_samples, posting_end, plan.messages, len(plan.posts)
+        )
         # The idle background (the clock's sweeps, heartbeats): measured now, subtracted later.
         before, t_idle = commandstats(self.conn), time.monotonic()
         time.sleep(config.idle_sample_seconds)
