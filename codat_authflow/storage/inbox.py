@@ -22,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.exceptions import NoScriptError
 
 from codat_authflow.storage.keys import INBOX_GROUP, Keys
+from codat_authflow.storage.raw_command import execute_raw
 from codat_authflow.storage.streams import StreamEntry, StreamQueue
 
 # KEYS: seen-id key, inbox stream, drain-scheduled flag[, counter hash]
@@ -106,7 +108,12 @@ class Inbox(StreamQueue):
             keys.append(self.outcome_counter.key)
             args += [self.outcome_counter.queued_field, self.outcome_counter.duplicate_field]
         if replicas <= 0:
-            queued, drain_needed = self._accept(keys=keys, args=args)
+            try:
+                queued, drain_needed = execute_raw(  # the hot path (why: in raw_command)
+                    self.redis.connection_pool, "EVALSHA", self._accept.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:  # a restarted or new Redis: redis-py's Script loads it
+                queued, drain_needed = self._accept(keys=keys, args=args)
             return Acceptance(queued=bool(queued), drain_needed=bool(drain_needed))
         with self.redis.pipeline(transaction=False) as pipe:
             self._accept(keys=keys, args=args, client=pipe)
