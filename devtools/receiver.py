@@ -23,6 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 
+def say(line: str) -> None:
+    """One whole line: print() from several request threads at once writes the
+    text and its newline separately, so two lines could run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def handler(webhook: Webhook, fail: bool) -> type[BaseHTTPRequestHandler]:
     class Receiver(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:  # one line per notification is enough
@@ -36,21 +43,20 @@ def handler(webhook: Webhook, fail: bool) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if fail:
-                print(f"500 (--fail) {self.headers.get('webhook-id')}", flush=True)
+                say(f"500 (--fail) {self.headers.get('webhook-id')}")
                 return self._answer(500)
             try:
                 # Checks the signature and that webhook-timestamp is within 5 minutes.
                 event = webhook.verify(body, {k.lower(): v for k, v in self.headers.items()})
             except WebhookVerificationError as exc:
-                print(f"401 rejected: {exc}", flush=True)
+                say(f"401 rejected: {exc}")
                 return self._answer(401)
             data = event.get("data", {})
             # Deduplicate on event["id"] in a real service: a retry or a replay
             # carries the same id.
-            print(
+            say(
                 f"204 {event['type']:<22} id={event['id']} company={data.get('companyId')} "
-                + json.dumps({k: data[k] for k in ("from", "to") if k in data}),
-                flush=True,
+                + json.dumps({k: data[k] for k in ("from", "to") if k in data})
             )
             return self._answer(204)
 
