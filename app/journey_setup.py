@@ -10,7 +10,6 @@ from flask import Flask
 
 from app.errors import error_response
 from codat_authflow.bootstrap import build_journey
-from codat_authflow.journey import rate_limit
 from codat_authflow.journey.codat import CodatError, CodatRateLimited
 from codat_authflow.journey.errors import JourneyError
 from codat_authflow.journey.service import Journey
@@ -27,9 +26,7 @@ def init_journey(app: Flask, *, http_client: httpx.Client | None = None) -> Jour
     def codat_failed(exc: CodatError):
         if isinstance(exc, CodatRateLimited):  # reconciliation waits too
             current: Journey = app.extensions["journey"]
-            rate_limit.back_off(
-                current.redis, current.keys, exc.retry_after_seconds, operation=exc.operation
-            )
+            current.back_off(exc)
         headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
         return error_response(exc.status, exc.code, exc.message, exc.details(), headers)
 

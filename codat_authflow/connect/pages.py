@@ -227,29 +227,17 @@ def actions(journey: Journey, company_id: str, limit: int = MAX_ACTIONS) -> list
 
 def choose_platform(journey: Journey, company_id: str, link_id: str, platform_key: str) -> str:
     """Create the connection (journey rules apply); the Link URL to send the customer to."""
+    action = {"linkId": link_id, "platformKey": platform_key}
     try:
         created = journey_connections.create_connection(
             journey, company_id, platform_key, source=CUSTOMER
         )
     except Exception as exc:
-        record_action(
-            journey,
-            company_id,
-            "connection.create",
-            linkId=link_id,
-            platformKey=platform_key,
-            result=getattr(exc, "code", "error"),
-        )
+        result = getattr(exc, "code", "error")
+        record_action(journey, company_id, "connection.create", **action, result=result)
         raise
-    record_action(
-        journey,
-        company_id,
-        "connection.create",
-        linkId=link_id,
-        platformKey=platform_key,
-        connectionId=created["connectionId"],
-        result="ok",
-    )
+    action["connectionId"] = created["connectionId"]
+    record_action(journey, company_id, "connection.create", **action, result="ok")
     if not created.get("linkUrl"):
         raise NoLinkUrl(created["connectionId"])
     return created["linkUrl"]

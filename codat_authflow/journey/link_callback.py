@@ -31,7 +31,6 @@ from urllib.parse import unquote_plus, urlsplit
 
 import structlog
 
-from codat_authflow.journey import rate_limit
 from codat_authflow.journey.codat import CodatError, CodatRateLimited
 from codat_authflow.journey.connections import check_connection
 from codat_authflow.journey.events import LINK_CALLBACK
@@ -150,13 +149,7 @@ def handle_callback(journey: Journey, params: dict[str, Any]) -> CallbackResult:
         except CodatError as exc:
             log.warning("link_callback.check_failed", company_id=company_id, error_code=exc.code)
             if isinstance(exc, CodatRateLimited):  # reconciliation waits too
-                rate_limit.back_off(
-                    journey.redis,
-                    journey.keys,
-                    exc.retry_after_seconds,
-                    operation=exc.operation,
-                    now=journey.now(),
-                )
+                journey.back_off(exc)
     known = record.facts.connection(connection_id)
     if verified and connection is None:
         return CallbackResult("invalid", company_id, connection_id, verified=True)

@@ -135,13 +135,7 @@ def reconcile_company(journey: Journey, company_id: str) -> ReconcileReport:
         report = _reconcile(journey, company_id)
     except CodatRateLimited as exc:
         record_reconciliation(journey.redis, journey.keys.prefix, "rate_limited")
-        rate_limit.back_off(
-            journey.redis,
-            journey.keys,
-            exc.retry_after_seconds,
-            operation=exc.operation,
-            now=journey.now(),
-        )
+        journey.back_off(exc)
         raise
     except CodatError:
         record_reconciliation(journey.redis, journey.keys.prefix, "failed")

@@ -12,7 +12,8 @@ import httpx
 from redis import Redis
 
 from codat_authflow.company_updates import CompanyUpdates
-from codat_authflow.journey.codat import CodatClient, build_http_client
+from codat_authflow.journey import rate_limit
+from codat_authflow.journey.codat import CodatClient, CodatRateLimited, build_http_client
 from codat_authflow.journey.codat.errors import not_configured
 from codat_authflow.journey.events import now_stamp
 from codat_authflow.settings import Settings
@@ -77,6 +78,13 @@ class Journey:
 
     def now(self) -> float:
         return self.clock()
+
+    def back_off(self, exc: CodatRateLimited) -> None:
+        """Codat answered 429: reconciliation waits its Retry-After too, whoever
+        made the call (journey/rate_limit.py). Never raises."""
+        rate_limit.back_off(
+            self.redis, self.keys, exc.retry_after_seconds, operation=exc.operation, now=self.now()
+        )
 
     def stamp(self) -> str:
         """Now, as a canonical UTC timestamp (what synthetic events carry)."""

@@ -83,32 +83,14 @@ class FakeCodat:
                 for k, p in PLATFORMS.items()
                 if not wanted or p["sourceType"] == wanted.group(1)
             ]
-            return httpx.Response(
-                200,
-                json={
-                    "results": results,
-                    "pageNumber": 1,
-                    "pageSize": 200,
-                    "totalResults": len(results),
-                    "_links": LINKS,
-                },
-            )
+            return _page(results)
         m = re.fullmatch(r"/companies/([\w-]+)/connections", path)
         if m and method == "POST":
             key = json.loads(request.content)["platformKey"]
             return httpx.Response(200, json=self.add_connection(m.group(1), key, "PendingAuth"))
         if m and method == "GET":
             results = list(self.connections.get(m.group(1), {}).values())
-            return httpx.Response(
-                200,
-                json={
-                    "results": results,
-                    "pageNumber": 1,
-                    "pageSize": 200,
-                    "totalResults": len(results),
-                    "_links": LINKS,
-                },
-            )
+            return _page(results)
         m = re.fullmatch(r"/companies/([\w-]+)/connections/([\w-]+)", path)
         if m:
             found = self.connections.get(m.group(1), {}).get(m.group(2))
@@ -121,3 +103,17 @@ class FakeCodat:
                 return httpx.Response(200)
             return httpx.Response(200, json=found)
         return httpx.Response(404, json={"statusCode": 404, "error": f"no fake for {path}"})
+
+
+def _page(results: list) -> httpx.Response:
+    """One page holding every result, as Codat's list endpoints answer."""
+    return httpx.Response(
+        200,
+        json={
+            "results": results,
+            "pageNumber": 1,
+            "pageSize": 200,
+            "totalResults": len(results),
+            "_links": LINKS,
+        },
+    )
