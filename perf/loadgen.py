@@ -71,7 +71,17 @@ class LoadResult:
 
 
 class _Slot:
-    __slots__ = ("body_start", "close_after", "connecting", "inbuf", "length", "out", "sock", "t0")
+    __slots__ = (
+        "body_start",
+        "close_after",
+        "connecting",
+        "inbuf",
+        "length",
+        "out",
+        "served",
+        "sock",
+        "t0",
+    )
 
     def __init__(self) -> None:
         self.sock: socket.socket | None = None
@@ -82,6 +92,7 @@ class _Slot:
         self.body_start = -1  # index past the header block, once parsed
         self.length = -1  # Content-Length; -1: read until the server closes
         self.close_after = False
+        self.served = 0  # responses read on the current connection
 
 
 def _drive(
@@ -91,6 +102,7 @@ def _drive(
     duration: float,
     request_timeout: float,
     grace: float,
+    per_connection: int | None,
 ) -> dict:
     """One client process's loop. Returns plain data (it crosses a pipe)."""
     sel = selectors.DefaultSelector()
@@ -110,6 +122,7 @@ def _drive(
             sel.unregister(slot.sock)
             slot.sock.close()
             slot.sock = None
+            slot.served = 0
 
     def begin(slot: _Slot) -> None:
         nonlocal next_index
@@ -149,7 +162,8 @@ def _drive(
     def complete(slot: _Slot, status: int) -> None:
         latencies.append(time.monotonic() - slot.t0)
         statuses[status] += 1
-        if slot.close_after:
+        slot.served += 1
+        if slot.close_after or (per_connection is not None and slot.served >= per_connection):
             drop(slot)
         begin(slot)
 
@@ -236,13 +250,15 @@ def _drive(
     }
 
 
-def _client_main(conn, start, address, requests, connections, duration, timeout, grace) -> None:
+def _client_main(
+    conn, start, address, requests, connections, duration, timeout, grace, per_connection
+) -> None:
     conn.send("ready")
     if not start.wait(30):
         conn.send({"error": "never told to start"})
         return
     try:
-        conn.send(_drive(address, requests, connections, duration, timeout, grace))
+        conn.send(_drive(address, requests, connections, duration, timeout, grace, per_connection))
     except BaseException as exc:  # report, do not hang the parent
         conn.send({"error": repr(exc)})
 
@@ -257,10 +273,14 @@ def run_load(
     duration: float = 8.0,
     request_timeout: float = 10.0,
     grace: float = 10.0,
+    requests_per_connection: int | None = None,
 ) -> LoadResult:
     """Send ``requests`` (each at most once, in order) to ``host:port`` from
     ``processes`` forked client processes with ``connections`` connections in
-    all, for at most ``duration`` seconds. Returns the merged result."""
+    all, for at most ``duration`` seconds. Returns the merged result.
+
+    ``requests_per_connection``: close each connection after that many
+    responses and open a new one (None: keep it as long as the server does)."""
     ctx = multiprocessing.get_context("fork")  # children share the request list
     processes = max(1, min(processes, connections))
     start = ctx.Event()
@@ -279,6 +299,7 @@ def run_load(
                 duration,
                 request_timeout,
                 grace,
+                requests_per_connection,
             ),
             daemon=True,
         )

@@ -226,6 +226,7 @@ def measure(
         connections=args.connections,
         processes=args.clients,
         duration=duration,
+        requests_per_connection=args.requests_per_connection or None,
     )
     cpu_web = cpu_seconds([config.web.pid]) - cpu_web
     cpu_redis = cpu_seconds([redis_server.pid or 0]) - cpu_redis
@@ -272,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (8)")
     parser.add_argument("--clients", type=int, default=1, help="load generator processes (1)")
+    parser.add_argument(
+        "--requests-per-connection",
+        type=int,
+        default=100,
+        help="close each connection after this many requests and open a new one; "
+        "0: keep it as long as the server does (100)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument(
         "--worker-class",

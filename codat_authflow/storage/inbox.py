@@ -25,7 +25,7 @@ from redis import Redis
 from redis.exceptions import NoScriptError
 
 from codat_authflow.storage.keys import INBOX_GROUP, Keys
-from codat_authflow.storage.raw_command import execute_raw
+from codat_authflow.storage.raw_command import ThreadConnections
 from codat_authflow.storage.streams import StreamEntry, StreamQueue
 
 # KEYS: seen-id key, inbox stream, drain-scheduled flag[, counter hash]
@@ -81,6 +81,7 @@ class Inbox(StreamQueue):
         self.dedupe_ttl_seconds = dedupe_ttl_seconds
         self.outcome_counter = outcome_counter
         self._accept = redis.register_script(_ACCEPT_SCRIPT)
+        self._hot_path = ThreadConnections(redis.connection_pool)  # why: in raw_command
 
     def accept(
         self,
@@ -109,8 +110,8 @@ class Inbox(StreamQueue):
             args += [self.outcome_counter.queued_field, self.outcome_counter.duplicate_field]
         if replicas <= 0:
             try:
-                queued, drain_needed = execute_raw(  # the hot path (why: in raw_command)
-                    self.redis.connection_pool, "EVALSHA", self._accept.sha, len(keys), *keys, *args
+                queued, drain_needed = self._hot_path.execute(
+                    "EVALSHA", self._accept.sha, len(keys), *keys, *args
                 )
             except NoScriptError:  # a restarted or new Redis: redis-py's Script loads it
                 queued, drain_needed = self._accept(keys=keys, args=args)
