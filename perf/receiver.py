@@ -30,6 +30,12 @@ What happens:
   pre-built requests, 1 client process by default) on the same 2 cores, for
   ``--duration`` seconds per run, configurations alternating within a round
   (the order mirrored every other round), after a short warm-up per server;
+* each connection is closed after ``--requests-per-connection`` requests
+  (100) and another opened. Which gunicorn worker accepts a connection is
+  chance, and with 8 connections kept for a whole run all of them landed on
+  one of the 2 workers often enough to halve either app's rate in a round
+  (rounds of 0.30 and 1.54 in one run); renewing them averages the split
+  within each run, as a real client's connection pool does over time;
 * every receiver response must be 202 and the inbox must hold exactly as many
   entries as 202s were answered; otherwise the run is reported as FAILED, with
   no rate, and the exit status is 1.
