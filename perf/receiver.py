@@ -9,6 +9,7 @@ Run from the repository root::
     python -m perf.receiver                     # ~1.5 min with the defaults
     python -m perf.receiver --duration 5 --rounds 4 --connections 16
     python -m perf.receiver --worker-class gthread --threads 4
+    python -m perf.receiver --variants without_store,without_log   # what each part costs
 
 What happens:
 
@@ -70,6 +71,7 @@ from pathlib import Path
 import redis as redis_lib
 
 from perf.loadgen import LoadResult, build_request, percentile, run_load
+from perf.receiver_variants import VARIANTS
 from perf.support import (
     app_env,
     code_version,
@@ -104,11 +106,11 @@ QUIET_CORES = 0.25  # a round is "quiet" if other processes kept fewer cores bus
 
 @dataclass
 class Config:
-    name: str  # "bare", "INFO", "WARNING"
+    name: str  # "bare", "INFO", "WARNING", or a variant's name
     label: str
     web: Process
     port: int
-    real: bool
+    real: bool  # it stores webhooks: the inbox must hold as many entries as 202s
     expected_rate: float = 0.0  # the best rate seen so far; sizes the request pool
 
 
@@ -301,11 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         default="INFO,WARNING",
         help="receiver LOG_LEVELs to run; the first is the headline (INFO,WARNING)",
     )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="also run these receivers with one part taken out, at the first level: "
+        f"{', '.join(VARIANTS)} (perf/receiver_variants.py)",
+    )
     args = parser.parse_args(argv)
     levels = [level.strip().upper() for level in args.levels.split(",") if level.strip()]
+    variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = [name for name in variants if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     if not levels or args.rounds < 1 or args.duration <= 0 or args.connections < 1:
         parser.error("need at least one level, one round, a positive duration and connection")
-    if args.duration * args.rounds * (len(levels) + 1) > 900:
+    if args.duration * args.rounds * (len(levels) + len(variants) + 1) > 900:
         parser.error("that would measure for more than 15 minutes")
 
     log_dir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
@@ -342,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
                 port = int((web.url or "").rsplit(":", 1)[1])
                 label = f"receiver {name}" if real else "bare Flask"
                 configs.append(Config(name, label, web, port, real))
+            for name in variants:
+                web = start_gunicorn(
+                    app_env(redis_server.url, levels[0]),
+                    workers=args.workers,
+                    app=f"perf.receiver_variants:{name}()",
+                    extra_args=extra,
+                    log_dir=log_dir,
+                    name=f"gunicorn-{name}",
+                )
+                processes.append(web)
+                port = int((web.url or "").rsplit(":", 1)[1])
+                configs.append(Config(name, name, web, port, VARIANTS[name][1]))
             print(f"  redis {version} (private, pid {redis_server.pid}); warming up ...")
             for config in configs:
                 warm = measure(
@@ -386,10 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             for process in processes:
                 process.stop()
             conn.close()
-    return report(runs, levels)
+    return report(runs, levels, variants)
 
 
-def report(runs: list[Run], levels: list[str]) -> int:
+def report(runs: list[Run], levels: list[str], variants: list[str]) -> int:
     failed = [run for run in runs if not run.ok]
     if failed:
         print(
@@ -426,7 +450,7 @@ def report(runs: list[Run], levels: list[str]) -> int:
     )
     print(line("bare", "bare Flask"))
     ratios = {}
-    for level in levels:
+    for level in [*levels, *variants]:
         # Each real run is paired with the bare run of its round (adjacent in
         # time), so a neighbour's burst of load cancels out more than it would
         # in a ratio of two medians.
@@ -440,7 +464,7 @@ def report(runs: list[Run], levels: list[str]) -> int:
             for real, bare in zip(by_name[level], by_name["bare"], strict=True)
             if max(real.others, bare.others) < QUIET_CORES
         ]
-        print(line(level, f"receiver {level}"))
+        print(line(level, f"receiver {level}" if level in levels else level))
         print(
             f"  {'':<18} ratio to bare: {ratios[level]:.2f} (median of rounds: "
             f"{' '.join(f'{x:.2f}' for x in per_round)}); quiet rounds only: "

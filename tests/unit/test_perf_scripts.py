@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.processes import REPO_ROOT
 
-HELPERS = ("__init__", "support", "loadgen", "bare_app", "noop")  # not scripts
+HELPERS = ("__init__", "support", "loadgen", "bare_app", "noop", "receiver_variants")  # not scripts
 SCRIPTS = [
     *sorted(p.stem for p in (REPO_ROOT / "perf").glob("*.py") if p.stem not in HELPERS),
     "soak",
