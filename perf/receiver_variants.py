@@ -10,6 +10,7 @@ in its own gunicorn's workers only.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from typing import Any
@@ -35,18 +36,15 @@ def without_log() -> Flask:
     return create_app()
 
 
-class _Nowhere:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
+class _Nowhere(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def without_log_write() -> Flask:
     """Every log line built and rendered as usual, then not written."""
     flask_app = create_app()  # configures logging: point it nowhere afterwards
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), stream=_Nowhere())  # type: ignore[arg-type]
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO"), stream=_Nowhere())
     return flask_app
 
 
