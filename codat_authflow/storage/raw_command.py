@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import threading
 from typing import Any
@@ -104,10 +105,13 @@ class ThreadConnections:
         sock.settimeout(None)  # blocking: no poll() before each call
 
 
+#: What a blocking call that reached SO_RCVTIMEO/SO_SNDTIMEO raises (EAGAIN; over
+#: TLS, the ssl module's "want" errors), and Python's own timeout.
+_TIMEOUTS = (TimeoutError, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
 def _timed_out(exc: BaseException) -> bool:
-    """A timeout, whether Python's or the kernel's (a blocking call that gave up
-    with EAGAIN, which redis-py reports as a ConnectionError)."""
+    """A timeout, whether Python's or the kernel's (redis-py reports the
+    kernel's as a ConnectionError raised while handling one of `_TIMEOUTS`)."""
     cause = exc.__cause__ or exc.__context__
-    return isinstance(exc, (RedisTimeoutError, TimeoutError, BlockingIOError)) or isinstance(
-        cause, (TimeoutError, BlockingIOError)
-    )
+    return isinstance(exc, (RedisTimeoutError, *_TIMEOUTS)) or isinstance(cause, _TIMEOUTS)
