@@ -1,8 +1,9 @@
 """One command on a connection of the calling thread's own, in two system calls.
 
 For the receiver's one command per webhook (the inbox's accept script), which
-decides the web tier's throughput: `python -m perf.receiver`, run with the
-accept replaced by a constant, served 0.95x bare Flask's requests; with it,
+decides the web tier's throughput: with the accept replaced by a constant
+(`python -m perf.receiver --variants without_store`) the receiver served
+0.83-1.0x bare Flask's requests; with it, sent through redis-py's pool,
 about 0.65x. The command itself is cheap for Redis (~0.06 ms); what cost the
 receiver was everything around it in a threaded gunicorn worker:
 
