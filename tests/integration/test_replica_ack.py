@@ -41,6 +41,7 @@ def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, re
     assert _counter(conn, "authflow_webhooks_unreplicated") == 1
     assert _outcomes(conn) == {"unavailable": 1}  # counted as what Codat was told, a 503
 
+    conn.config_set("repl-diskless-sync-delay", 0)  # sync the replica now, not in 5 s
     replica = start_redis(
         tmp_path / "replica", config={"replicaof": f"127.0.0.1 {redis_server.port}"}
     )
@@ -51,8 +52,17 @@ def test_no_replica_in_time_is_503_and_a_replica_makes_it_a_2xx(redis_server, re
                 assert time.monotonic() < deadline, "the replica did not sync"
                 time.sleep(0.1)
         # The replica's link is up before the primary has its first ACK: wait
-        # for that here, so the app's WAIT below is not a race with the sync.
+        # for an ACK covering everything written so far, so the app's WAIT
+        # below is not a race with the sync. WAIT counts replicas that have
+        # acknowledged this connection's own last write: without a write of
+        # its own it returns at once, having waited for nothing (that let the
+        # app's 500 ms WAIT race a replica still busy after its sync, in CI).
+        conn.set("test:replica-barrier", "1")
         assert conn.wait(1, 10_000) == 1, "the primary never saw the replica's ACK"
+        # The same setting with more room: on a loaded CI machine a replica's
+        # acknowledgement has taken over 500 ms. WAIT returns at the ACK.
+        patient = {**env, "REDIS_REPLICA_ACK_TIMEOUT_MS": "10000"}
+        client = create_app(patient).test_client()
         retried = _post(client, raw, "msg_replica_ack_1")  # Codat's retry
         assert retried.status_code == 200 and retried.json["status"] == "duplicate"
         fresh = _post(client, encode_body(Lifecycle().company("company.created")), "msg_2")
