@@ -340,7 +340,12 @@ def test_a_sentinel_failover_loses_no_acknowledged_webhook_and_no_process(log_di
         assert wrong == [], wrong[:5]
         assert stack.exited() == [victim.describe()], stack.exited()
         assert ghost_gone and ghost_gone <= 20 + 3, ghost_gone  # RQ_WORKER_TTL_SECONDS + polling
-        assert accepted is not None and accepted < 15
+        # With one replica and REDIS_MIN_REPLICAS_ACK=1 the new primary refuses
+        # webhooks (503) until the old one is its replica again: Sentinel takes
+        # 10 s to reconfigure it, then it resyncs. A 2xx in the first second
+        # happens only when a request reached the old primary before the
+        # switch (not always: the first came 16.8 s after it in one CI run).
+        assert accepted is not None and accepted < 40
         assert accepted_back < 40  # Sentinel: 10 s to reconfigure the old primary, its resync
         assert applied < 10
     finally:
