@@ -38,7 +38,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import ClosingIterator, get_input_stream
 
 from app.errors import UNREADABLE_BODY, error_body
-from app.ops.request_log import log_request
+from app.ops.request_log import log_request, start_request_context
 from app.signature import HEADER_NAMES, SignatureRejected, SignatureVerifier, webhook_id_of
 from codat_authflow.bootstrap import Services
 from codat_authflow.jobs import enqueue_drain
@@ -84,10 +84,7 @@ class WebhookReceiver:
         if environ.get("PATH_INFO") != PATH:
             return self.app(environ, start_response)
         started = time.perf_counter()
-        structlog.contextvars.clear_contextvars()  # nothing left over from the last request
-        request_id = environ.get("HTTP_X_REQUEST_ID")
-        if request_id:
-            structlog.contextvars.bind_contextvars(request_id=request_id[:100])
+        start_request_context(environ.get("HTTP_X_REQUEST_ID"))
         answer = self._answer(environ)
         payload = msgspec.json.encode(answer.body)
         log_request(

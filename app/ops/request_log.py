@@ -26,12 +26,18 @@ def install_request_logging(app: Flask) -> None:
     app.after_request(_finish)
 
 
-def _start() -> None:
-    g.request_started = time.perf_counter()
-    structlog.contextvars.clear_contextvars()  # nothing left over from the last request
-    request_id = request.headers.get(REQUEST_ID_HEADER)
+def start_request_context(request_id: str | None) -> None:
+    """A request's log context: nothing left over from the thread's last
+    request, and the caller's X-Request-ID (bounded) if it sent one. Also
+    called by the webhook receiver, which runs before Flask."""
+    structlog.contextvars.clear_contextvars()
     if request_id:
         structlog.contextvars.bind_contextvars(request_id=request_id[:100])
+
+
+def _start() -> None:
+    g.request_started = time.perf_counter()
+    start_request_context(request.headers.get(REQUEST_ID_HEADER))
     company_id = (request.view_args or {}).get("company_id")
     if isinstance(company_id, str):
         structlog.contextvars.bind_contextvars(company_id=company_id[:100])
